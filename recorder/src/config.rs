@@ -1,0 +1,431 @@
+//! The recorder's configuration file (YAML), documented in `docs/recorder-config.md`.
+//!
+//! One file carries the server settings and the organisation's policies, so the operator renders a
+//! single ConfigMap key. Policies are re-read while running; server settings need a restart.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{IdentityKey, normalize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid YAML: {0}")]
+    Yaml(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// The organisation (Kubernetes namespace) the recordings belong to; part of every key.
+    pub namespace: String,
+    #[serde(default)]
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub rtp: RtpConfig,
+    #[serde(default)]
+    pub audio: AudioConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub policies: Vec<Policy>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct SipConfig {
+    /// Address for SIP over UDP and TCP.
+    pub listen: SocketAddr,
+    /// Host written in Contact headers; defaults to the RTP advertised address.
+    #[serde(default)]
+    pub advertise: Option<String>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            advertise: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct RtpConfig {
+    /// Local address RTP sockets bind to.
+    pub bind: IpAddr,
+    /// Address written into SDP answers (the node's address with host networking, the pod's
+    /// otherwise). Defaults to `bind` when that is not a wildcard.
+    #[serde(default)]
+    pub advertise: Option<IpAddr>,
+    pub port_min: u16,
+    pub port_max: u16,
+    /// Playout delay of the jitter buffer.
+    pub jitter_ms: u32,
+    /// A recording whose RTP stops this long (without BYE, not paused) is finalised.
+    pub timeout_seconds: u64,
+}
+
+impl Default for RtpConfig {
+    fn default() -> Self {
+        Self {
+            bind: IpAddr::from([0, 0, 0, 0]),
+            advertise: None,
+            port_min: 20000,
+            port_max: 39999,
+            jitter_ms: 60,
+            timeout_seconds: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct AudioConfig {
+    /// Opus bitrate of the stereo recording, bits per second.
+    pub bitrate: i32,
+    /// Opus encoder complexity 0..=10; 5 is the measured sweet spot (docs/BENCHMARKS.md).
+    pub complexity: i32,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self {
+            bitrate: 24_000,
+            complexity: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `file:///dir`, `s3://bucket`, `gs://bucket` or `az://container`. S3 endpoint, region and
+    /// credentials come from the usual `AWS_*` variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, …).
+    pub url: String,
+    /// Key prefix inside the bucket before `r{days}/…`.
+    pub prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "file:///var/lib/opname/recordings".into(),
+            prefix: "recordings".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Local directory (an `emptyDir`) where recordings are written while calls run.
+    pub dir: PathBuf,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/var/spool/opname"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// New sessions beyond this many active recordings get 503.
+    pub max_calls: usize,
+    /// Retry-After sent with 503.
+    pub retry_after_seconds: u32,
+    /// On SIGTERM, how long active recordings may continue before they are cut.
+    pub drain_seconds: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_calls: 200,
+            retry_after_seconds: 5,
+            drain_seconds: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Always,
+    OnDemand,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OnDemand {
+    #[serde(default = "default_keep_code")]
+    pub keep_code: String,
+}
+
+fn default_keep_code() -> String {
+    "*44".into()
+}
+
+/// One user's recording policy, as compiled from a `RecordingPolicy`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Policy {
+    /// Name of the RecordingPolicy it came from.
+    pub name: String,
+    /// The person whose devices these are.
+    pub user: String,
+    pub identities: Vec<String>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub on_demand: Option<OnDemand>,
+    /// Required: an absent retention must never mean "delete now".
+    pub retention_days: u32,
+    #[serde(default)]
+    pub suspended: bool,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.namespace.is_empty() || self.namespace.contains('/') {
+            return invalid(format!(
+                "namespace {:?} is not a namespace name",
+                self.namespace
+            ));
+        }
+        if self.rtp.port_min > self.rtp.port_max || self.rtp.port_max - self.rtp.port_min < 2 {
+            return invalid(format!(
+                "rtp port range {}..{} holds no port pair",
+                self.rtp.port_min, self.rtp.port_max
+            ));
+        }
+        if !(0..=10).contains(&self.audio.complexity) {
+            return invalid("audio.complexity must be 0..=10".into());
+        }
+        if !(6_000..=510_000).contains(&self.audio.bitrate) {
+            return invalid("audio.bitrate must be 6000..=510000".into());
+        }
+        if self.limits.max_calls == 0 {
+            return invalid("limits.maxCalls must be at least 1".into());
+        }
+        for p in &self.policies {
+            if !(1..=3650).contains(&p.retention_days) {
+                return invalid(format!(
+                    "policy {}: retentionDays {} is outside 1..=3650",
+                    p.name, p.retention_days
+                ));
+            }
+            if p.identities.is_empty() {
+                return invalid(format!("policy {}: no identities", p.name));
+            }
+            if let Some(bad) = p.identities.iter().find(|i| normalize(i).is_none()) {
+                return invalid(format!("policy {}: identity {bad:?} names nobody", p.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The address the SDP answer advertises.
+    pub fn rtp_advertise(&self) -> IpAddr {
+        self.rtp.advertise.unwrap_or(self.rtp.bind)
+    }
+}
+
+/// A policy as the recorder applies it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivePolicy {
+    pub name: String,
+    pub user: String,
+    pub mode: Mode,
+    pub keep_code: Option<String>,
+    pub retention_days: u32,
+}
+
+/// Identity → policy lookup built from the file's policies; suspended policies are left out.
+#[derive(Debug, Default, Clone)]
+pub struct PolicyTable {
+    namespace: String,
+    by_identity: HashMap<IdentityKey, Arc<ActivePolicy>>,
+}
+
+impl PolicyTable {
+    /// Builds the table; the earlier policy keeps an identity two policies claim (the operator
+    /// orders policies oldest first and reports the conflict on the newer one).
+    pub fn build(config: &Config) -> (Self, Vec<String>) {
+        let mut by_identity = HashMap::new();
+        let mut warnings = Vec::new();
+        for p in config.policies.iter().filter(|p| !p.suspended) {
+            let active = Arc::new(ActivePolicy {
+                name: p.name.clone(),
+                user: p.user.clone(),
+                mode: p.mode,
+                keep_code: match p.mode {
+                    Mode::OnDemand => Some(
+                        p.on_demand
+                            .as_ref()
+                            .map_or_else(default_keep_code, |o| o.keep_code.clone()),
+                    ),
+                    Mode::Always => None,
+                },
+                retention_days: p.retention_days,
+            });
+            for key in p.identities.iter().filter_map(|i| normalize(i)) {
+                match by_identity.get(&key) {
+                    Some(existing) if !Arc::ptr_eq(existing, &active) => warnings.push(format!(
+                        "identity {key} of policy {} is already claimed by {}",
+                        p.name, existing.name
+                    )),
+                    _ => {
+                        by_identity.insert(key, active.clone());
+                    }
+                }
+            }
+        }
+        (
+            Self {
+                namespace: config.namespace.clone(),
+                by_identity,
+            },
+            warnings,
+        )
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn lookup(&self, identity: &str) -> Option<(IdentityKey, Arc<ActivePolicy>)> {
+        let key = normalize(identity)?;
+        let policy = self.by_identity.get(&key)?.clone();
+        Some((key, policy))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_identity.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_identity.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+namespace: acme
+rtp:
+  bind: 127.0.0.1
+  portMin: 30000
+  portMax: 30100
+store:
+  url: file:///tmp/rec
+  prefix: rec
+policies:
+  - name: alice
+    user: alice@acme.example
+    identities: ["sip:alice@pbx.acme.example", "tel:+31201234567", "1001"]
+    retentionDays: 90
+  - name: bob
+    user: bob@acme.example
+    identities: ["1002", "1001"]
+    mode: OnDemand
+    retentionDays: 30
+  - name: carol
+    user: carol@acme.example
+    identities: ["1003"]
+    retentionDays: 30
+    suspended: true
+"#;
+
+    #[test]
+    fn parses_defaults_and_builds_table() {
+        let c = Config::parse(SAMPLE).unwrap();
+        assert_eq!(c.sip.listen.port(), 5060);
+        assert_eq!(c.audio.complexity, 5);
+        let (t, warnings) = PolicyTable::build(&c);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(t.lookup("sip:+31201234567@gw").unwrap().1.name, "alice");
+        assert_eq!(t.lookup("<sip:1001@pbx>").unwrap().1.name, "alice");
+        let (_, bob) = t.lookup("1002").unwrap();
+        assert_eq!(bob.keep_code.as_deref(), Some("*44"));
+        assert!(
+            t.lookup("1003").is_none(),
+            "suspended policies record nothing"
+        );
+        assert!(t.lookup("sip:mallory@evil").is_none());
+    }
+
+    #[test]
+    fn rejects_missing_or_bad_retention_and_unknown_fields() {
+        let no_retention = "namespace: a\npolicies:\n  - {name: x, user: u, identities: ['1']}\n";
+        assert!(matches!(
+            Config::parse(no_retention),
+            Err(ConfigError::Yaml(_))
+        ));
+        let zero = "namespace: a\npolicies:\n  - {name: x, user: u, identities: ['1'], retentionDays: 0}\n";
+        assert!(matches!(Config::parse(zero), Err(ConfigError::Invalid(_))));
+        let typo = "namespace: a\nsip: {listne: '0.0.0.0:5060'}\n";
+        assert!(Config::parse(typo).is_err());
+        let nobody = "namespace: a\npolicies:\n  - {name: x, user: u, identities: ['sip:host'], retentionDays: 1}\n";
+        assert!(matches!(
+            Config::parse(nobody),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,134 @@
+//! Prometheus metrics and the health endpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub active_calls: Gauge,
+    pub calls: Family<OutcomeLabel, Counter>,
+    pub recordings: Family<OutcomeLabel, Counter>,
+    pub packets_received: Counter,
+    pub packets_lost: Counter,
+    pub upload_seconds: Histogram,
+    pub uploads_pending: Gauge,
+    pub errors: Family<KindLabel, Counter>,
+    pub ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("opname");
+        let m = Metrics {
+            active_calls: Gauge::default(),
+            calls: Family::default(),
+            recordings: Family::default(),
+            packets_received: Counter::default(),
+            packets_lost: Counter::default(),
+            upload_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            uploads_pending: Gauge::default(),
+            errors: Family::default(),
+            ready: AtomicBool::new(true),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "active_calls",
+            "Recordings in progress",
+            m.active_calls.clone(),
+        );
+        registry.register(
+            "calls",
+            "New recording sessions by outcome",
+            m.calls.clone(),
+        );
+        registry.register(
+            "recordings",
+            "Finished recordings by end reason",
+            m.recordings.clone(),
+        );
+        registry.register(
+            "rtp_packets_received",
+            "RTP packets received in finished recordings",
+            m.packets_received.clone(),
+        );
+        registry.register(
+            "rtp_packets_lost",
+            "RTP packets lost in finished recordings",
+            m.packets_lost.clone(),
+        );
+        registry.register(
+            "upload_seconds",
+            "Time from end of call to both objects stored",
+            m.upload_seconds.clone(),
+        );
+        registry.register(
+            "uploads_pending",
+            "Finished recordings waiting in the spool for upload",
+            m.uploads_pending.clone(),
+        );
+        registry.register("errors", "Errors by kind", m.errors.clone());
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    pub fn error(&self, kind: &str) {
+        self.errors
+            .get_or_create(&KindLabel { kind: kind.into() })
+            .inc();
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                if m.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "draining")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }),
+        )
+        .with_state(metrics)
+}

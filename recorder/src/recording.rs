@@ -1,0 +1,352 @@
+//! One call's recording pipeline, sans-IO: RTP packets and the time go in, Ogg pages come out
+//! of the sink it was given.
+//!
+//! Every stream has a jitter buffer on the call's shared timeline; on each tick the mixer takes
+//! the frames whose time has come from every stream, sums them into the left or right channel,
+//! and the stereo frame is Opus-encoded. Time is the call clock (samples since the call started),
+//! so pauses and missing packets become silence and both channels stay aligned for the whole call.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::codec::{CodecError, Decoder};
+use crate::jitter::{JitterBuffer, Stats};
+use crate::ogg::OggOpusWriter;
+use crate::sdp::Codec;
+use crate::siprec::{Channel, MediaStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("opus encoder: {0}")]
+    Encoder(#[from] opus::Error),
+    #[error("spool write: {0}")]
+    Io(#[from] io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct AudioSettings {
+    pub bitrate: i32,
+    pub complexity: i32,
+    pub jitter: Duration,
+}
+
+/// A source seen for a stream is kept (symmetric RTP latching) until it has been silent this
+/// long; packets from other sources meanwhile are counted and dropped.
+const RELATCH_AFTER: Duration = Duration::from_secs(1);
+
+struct StreamState {
+    spec: MediaStream,
+    jitter: JitterBuffer,
+    decoder: Option<Decoder>,
+    source: Option<SocketAddr>,
+    last_packet: Option<Instant>,
+    foreign: u64,
+    unknown_payload: u64,
+}
+
+/// Per-stream statistics for the record.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamReport {
+    pub label: Option<String>,
+    pub codec: Option<&'static str>,
+    pub channel: Channel,
+    #[serde(flatten)]
+    pub stats: Stats,
+    /// Packets from a source other than the latched one.
+    pub foreign: u64,
+    pub unknown_payload: u64,
+}
+
+/// A pause, in seconds from the start of the recording.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Pause {
+    pub start: f64,
+    pub end: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub duration: Duration,
+    pub streams: Vec<StreamReport>,
+    pub pauses: Vec<Pause>,
+    pub sample_rate: u32,
+}
+
+pub struct Recording<W: Write> {
+    start: Instant,
+    rate: u32,
+    frame: usize,
+    delay: i64,
+    streams: Vec<StreamState>,
+    finished_streams: Vec<StreamReport>,
+    encoder: opus::Encoder,
+    ogg: OggOpusWriter<W>,
+    played: i64,
+    pauses: Vec<Pause>,
+    paused_since: Option<f64>,
+    mix: Vec<i16>,
+    pcm: Vec<i16>,
+    packet: Vec<u8>,
+}
+
+/// 16 kHz when any stream is wideband, else the G.711 rate: Opus takes 8 kHz natively and
+/// resampling narrowband calls would only cost CPU.
+pub fn mixing_rate(streams: &[MediaStream]) -> u32 {
+    if streams
+        .iter()
+        .any(|s| s.codec.is_some_and(|(_, c)| c.wideband()))
+    {
+        16_000
+    } else {
+        8_000
+    }
+}
+
+impl<W: Write> Recording<W> {
+    pub fn new(
+        sink: W,
+        streams: &[MediaStream],
+        audio: &AudioSettings,
+        serial: u32,
+        now: Instant,
+    ) -> Result<Self, RecordingError> {
+        let rate = mixing_rate(streams);
+        let mut encoder =
+            opus::Encoder::new(rate, opus::Channels::Stereo, opus::Application::Voip)?;
+        encoder.set_bitrate(opus::Bitrate::Bits(audio.bitrate))?;
+        encoder.set_complexity(audio.complexity)?;
+        let lookahead = encoder.get_lookahead()?.max(0) as u32 * (48_000 / rate);
+        let ogg = OggOpusWriter::new(
+            sink,
+            serial,
+            2,
+            rate,
+            lookahead.min(u16::MAX as u32) as u16,
+            crate::sip::SERVER,
+        )?;
+        let frame = (rate / 50) as usize;
+        let mut rec = Self {
+            start: now,
+            rate,
+            frame,
+            delay: (audio.jitter.as_millis() as i64 * rate as i64) / 1000,
+            streams: Vec::new(),
+            finished_streams: Vec::new(),
+            encoder,
+            ogg,
+            played: 0,
+            pauses: Vec::new(),
+            paused_since: None,
+            mix: vec![0; 2 * frame],
+            pcm: vec![0; 5760],
+            packet: vec![0; 1500],
+        };
+        rec.update(streams, now)?;
+        Ok(rec)
+    }
+
+    fn clock(&self, now: Instant) -> i64 {
+        (now.saturating_duration_since(self.start).as_micros() as i64 * self.rate as i64)
+            / 1_000_000
+    }
+
+    fn seconds(&self, now: Instant) -> f64 {
+        now.saturating_duration_since(self.start).as_secs_f64()
+    }
+
+    /// Applies a (re-)negotiation: streams by m-line index, codec changes, pauses.
+    pub fn update(&mut self, streams: &[MediaStream], now: Instant) -> Result<(), RecordingError> {
+        let mut next = Vec::with_capacity(streams.len());
+        let mut old: Vec<Option<StreamState>> = std::mem::take(&mut self.streams)
+            .into_iter()
+            .map(Some)
+            .collect();
+        for spec in streams.iter().filter(|s| s.port != 0) {
+            let prev = old
+                .iter_mut()
+                .find(|o| {
+                    o.as_ref()
+                        .is_some_and(|o| o.spec.index == spec.index && o.spec.port == spec.port)
+                })
+                .and_then(Option::take);
+            let codec = spec.codec.map(|(_, c)| c);
+            let state = match prev {
+                Some(mut s) => {
+                    if s.spec.codec.map(|(_, c)| c) != codec {
+                        s.decoder = codec.map(|c| Decoder::new(c, self.rate)).transpose()?;
+                        s.jitter
+                            .set_clock(self.rate, codec.map_or(8000, Codec::clock_rate));
+                    }
+                    s.spec = spec.clone();
+                    s
+                }
+                None => StreamState {
+                    spec: spec.clone(),
+                    jitter: JitterBuffer::new(
+                        self.rate,
+                        codec.map_or(8000, Codec::clock_rate),
+                        self.delay,
+                    ),
+                    decoder: codec.map(|c| Decoder::new(c, self.rate)).transpose()?,
+                    source: None,
+                    last_packet: None,
+                    foreign: 0,
+                    unknown_payload: 0,
+                },
+            };
+            next.push(state);
+        }
+        self.finished_streams
+            .extend(old.into_iter().flatten().map(|s| report(&s)));
+        self.streams = next;
+        let all_paused = self.streams.iter().all(|s| s.spec.paused);
+        let t = self.seconds(now);
+        match (all_paused, self.paused_since) {
+            (true, None) => self.paused_since = Some(t),
+            (false, Some(start)) => {
+                self.pauses.push(Pause { start, end: t });
+                self.paused_since = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The ports this recording listens on, by stream.
+    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+        self.streams.iter().map(|s| s.spec.port)
+    }
+
+    /// One received datagram for the stream on `port`.
+    pub fn on_packet(&mut self, port: u16, data: &[u8], from: SocketAddr, now: Instant) {
+        let now_pos = self.clock(now);
+        let played = self.played;
+        let Some(s) = self.streams.iter_mut().find(|s| s.spec.port == port) else {
+            return;
+        };
+        let stale = s
+            .last_packet
+            .is_none_or(|t| now.saturating_duration_since(t) > RELATCH_AFTER);
+        match s.source {
+            Some(src) if src != from && !stale => {
+                s.foreign += 1;
+                return;
+            }
+            _ => s.source = Some(from),
+        }
+        let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
+            s.foreign += 1;
+            return;
+        };
+        s.last_packet = Some(now);
+        let pt = rtp.payload_type();
+        let Some((audio_pt, _)) = s.spec.codec else {
+            return;
+        };
+        if pt != audio_pt {
+            // telephone-event (DTMF) and comfort noise carry no audio to record.
+            if Some(pt) != s.spec.telephone_event && pt != 13 {
+                s.unknown_payload += 1;
+            }
+            return;
+        }
+        if s.spec.paused {
+            return;
+        }
+        let Some(pos) = s.jitter.admit(
+            rtp.sequence_number().into(),
+            rtp.timestamp(),
+            rtp.ssrc(),
+            rtp.mark(),
+            now_pos,
+            played,
+        ) else {
+            return;
+        };
+        if let Some(d) = &mut s.decoder {
+            let n = d.decode(rtp.payload(), &mut self.pcm);
+            s.jitter.write(pos, &self.pcm[..n]);
+        }
+    }
+
+    /// Encodes every frame whose time has come.
+    pub fn tick(&mut self, now: Instant) -> Result<(), RecordingError> {
+        let due = self.clock(now);
+        while self.played + self.frame as i64 <= due {
+            self.mix.fill(0);
+            for s in &mut self.streams {
+                match s.spec.channel {
+                    Channel::Left => s.jitter.read_into(self.played, &mut self.mix, 0),
+                    Channel::Right => s.jitter.read_into(self.played, &mut self.mix, 1),
+                    Channel::Both => {
+                        s.jitter.read_into(self.played, &mut self.mix, 0);
+                        // The ring slot is cleared by the first read: copy left to right.
+                        for i in 0..self.frame {
+                            self.mix[2 * i + 1] = self.mix[2 * i];
+                        }
+                    }
+                }
+            }
+            let n = self.encoder.encode(&self.mix, &mut self.packet)?;
+            self.ogg.write_audio(&self.packet[..n])?;
+            self.played += self.frame as i64;
+        }
+        Ok(())
+    }
+
+    /// Time since the last RTP packet on any stream, while not paused (for the RTP timeout).
+    pub fn silent_for(&self, now: Instant) -> Option<Duration> {
+        if self.paused_since.is_some() {
+            return None;
+        }
+        let last = self
+            .streams
+            .iter()
+            .filter_map(|s| s.last_packet)
+            .max()
+            .unwrap_or(self.start);
+        Some(now.saturating_duration_since(last))
+    }
+
+    pub fn finish(mut self, now: Instant) -> Result<(W, Summary), RecordingError> {
+        self.tick(now)?;
+        if let Some(start) = self.paused_since.take() {
+            self.pauses.push(Pause {
+                start,
+                end: self.seconds(now),
+            });
+        }
+        let mut streams = std::mem::take(&mut self.finished_streams);
+        streams.extend(self.streams.iter().map(report));
+        streams.sort_by_key(|s| s.label.clone());
+        let duration = Duration::from_micros(self.ogg.granule() * 1_000_000 / 48_000);
+        let sink = self.ogg.finish()?;
+        Ok((
+            sink,
+            Summary {
+                duration,
+                streams,
+                pauses: self.pauses,
+                sample_rate: self.rate,
+            },
+        ))
+    }
+}
+
+fn report(s: &StreamState) -> StreamReport {
+    StreamReport {
+        label: s.spec.label.clone(),
+        codec: s.spec.codec.map(|(_, c)| c.name()),
+        channel: s.spec.channel,
+        stats: s.jitter.stats(),
+        foreign: s.foreign,
+        unknown_payload: s.unknown_payload,
+    }
+}
+
+#[cfg(test)]
+mod tests;
