@@ -1249,4 +1249,3 @@ fn rebuild_channels(streams: &[MediaStream], md: &Metadata) -> Vec<MediaStream> 
         })
         .collect()
 }
-
