@@ -139,7 +139,13 @@ pub fn parse(raw: &[u8], datagram: bool) -> Result<Message, ParseError> {
         headers.push((canonical_name(n.trim()), v.trim().to_string()));
     }
     let mut body = body.to_vec();
-    if let Some((_, cl)) = headers.iter().find(|(n, _)| n == "Content-Length") {
+    let content_length = headers.iter().find(|(n, _)| n == "Content-Length");
+    if content_length.is_none() && !datagram {
+        return Err(ParseError::Malformed(
+            "Content-Length is required on stream transports".into(),
+        ));
+    }
+    if let Some((_, cl)) = content_length {
         let cl: usize = cl
             .parse()
             .map_err(|_| ParseError::Malformed("Content-Length is not a number".into()))?;

@@ -1,1 +1,298 @@
+//! Harness for end-to-end tests: builds and starts the real binaries, the test servers (SIPp,
+//! moto_server) and makes speech with espeak-ng and sox. Nothing here is skipped when a tool is
+//! missing: a missing tool fails the test with the install command (`.ci/run` installs them).
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+pub mod audio;
+pub mod s3;
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+static BUILD: Once = Once::new();
+
+/// Path of a workspace binary, built once per test process with the profile of the tests.
+pub fn bin(name: &str) -> PathBuf {
+    BUILD.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--bins", "-p", "opname-recorder"])
+            .current_dir(workspace())
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target"));
+    target.join("debug").join(name)
+}
+
+/// Requires an external tool; fails with how to install it.
+pub fn require(tool: &str, install: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{tool} is not installed: {install} (bash .ci/run installs everything)"
+    );
+}
+
+/// A port free for both UDP and TCP on loopback.
+pub fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A block of `n` consecutive free UDP ports (for an RTP range).
+pub fn free_port_block(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 30000 + (std::process::id() as u16 % 200) * 100 + (free_port() % 97) * 2;
+        let base = base - base % 2;
+        if (base..base + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free UDP port block");
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            child,
+            name: name.into(),
+        }
+    }
+
+    /// Sends a signal (e.g. "TERM", "KILL").
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET over plain HTTP/1.0; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A running `opname-recorder serve` with its own directory.
+pub struct Recorder {
+    pub proc: Proc,
+    pub sip: SocketAddr,
+    pub http: SocketAddr,
+    pub dir: PathBuf,
+    pub rtp_base: u16,
+}
+
+pub struct RecorderSpec<'a> {
+    pub dir: &'a Path,
+    pub store_url: String,
+    pub policies: &'a str,
+    pub env: Vec<(String, String)>,
+    pub extra: &'a str,
+}
+
+impl Recorder {
+    pub fn start(spec: RecorderSpec) -> Self {
+        let sip_port = free_port();
+        let http_port = free_port();
+        let rtp_base = free_port_block(40);
+        std::fs::create_dir_all(spec.dir).unwrap();
+        let yaml = format!(
+            "namespace: acme\nsip:\n  listen: 127.0.0.1:{sip_port}\nrtp:\n  bind: 127.0.0.1\n  portMin: {rtp_base}\n  portMax: {}\nstore:\n  url: {}\n  prefix: recordings\nspool:\n  dir: {}\nhttp:\n  listen: 127.0.0.1:{http_port}\n{}policies:\n{}",
+            rtp_base + 39,
+            spec.store_url,
+            spec.dir.join("spool").display(),
+            spec.extra,
+            spec.policies
+        );
+        let config = spec.dir.join("recorder.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let log = std::fs::File::create(spec.dir.join("recorder.log")).unwrap();
+        let mut cmd = Command::new(bin("opname-recorder"));
+        cmd.args(["serve", "--config"])
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .env("RUST_LOG", "info,opname_recorder=debug");
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let proc = Proc::spawn("opname-recorder", &mut cmd);
+        let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+        let up = wait_until(Duration::from_secs(20), || {
+            http_get(http, "/healthz").is_ok_and(|(s, _)| s == 200)
+        });
+        assert!(
+            up,
+            "recorder did not come up; log:\n{}",
+            std::fs::read_to_string(spec.dir.join("recorder.log")).unwrap_or_default()
+        );
+        Self {
+            proc,
+            sip: ([127, 0, 0, 1], sip_port).into(),
+            http,
+            dir: spec.dir.to_path_buf(),
+            rtp_base,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("recorder.log")).unwrap_or_default()
+    }
+}
+
+/// Runs one SIPp SIPREC call (tests/sipp/siprec_call.xml) with the given audio files.
+pub fn sipp_call(
+    target: SocketAddr,
+    transport: &str,
+    work: &Path,
+    caller: &str,
+    callee: &str,
+    hold_ms: u64,
+) -> std::process::Output {
+    require("sipp", "apt-get install sip-tester");
+    let sipp_dir = workspace().join("tests/sipp");
+    std::fs::copy(sipp_dir.join("rtp_send.py"), work.join("rtp_send.py")).unwrap();
+    let media = free_port_block(4);
+    let out = Command::new("sipp")
+        .current_dir(work)
+        .args(["-sf"])
+        .arg(sipp_dir.join("siprec_call.xml"))
+        .args([
+            "-m",
+            "1",
+            "-l",
+            "1",
+            "-t",
+            transport,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &free_port().to_string(),
+        ])
+        .args([
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &media.to_string(),
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+        ])
+        .args([
+            "-key",
+            "caller",
+            caller,
+            "-key",
+            "callee",
+            callee,
+            "-d",
+            &hold_ms.to_string(),
+        ])
+        .arg(target.to_string())
+        .output()
+        .expect("run sipp");
+    assert!(
+        out.status.success(),
+        "SIPp call failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every file below `dir` whose name ends with `suffix`.
+pub fn files_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,435 @@
+//! End to end: the real `opname-recorder` binary records a SIPp SIPREC call carrying espeak-ng
+//! speech, into the local directory store (UDP, with bad input sent alongside) and into an
+//! S3-protocol store, moto_server (TCP). The recording is decoded independently and each
+//! channel is matched against the audio sent on its stream.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use object_store::ObjectStoreExt;
+use opname_tests::audio::{
+    Decoded, best_correlation, decode_ogg_opus, envelope, speech, ulaw_to_pcm,
+};
+use opname_tests::s3::Moto;
+use opname_tests::{Recorder, RecorderSpec, files_with, http_get, sipp_call, wait_until};
+use sha2::Digest;
+
+const CALLER: &str = "sip:+31201234567@pbx.example.com";
+const CALLEE: &str = "sip:+441632960000@carrier.example";
+const POLICY: &str = "  - name: alice\n    user: alice@acme.example\n    identities: [\"tel:+31201234567\", \"sip:alice@acme.example\"]\n    retentionDays: 30\n";
+const HOLD_MS: u64 = 6500;
+
+struct Sources {
+    caller: Vec<i16>,
+    callee: Vec<i16>,
+}
+
+/// The caller speaks first, the callee answers three seconds later: distinct envelopes.
+fn make_audio(work: &Path) -> Sources {
+    let caller = speech(
+        work,
+        "caller",
+        "Hello, this is the caller. I am calling about invoice number four two seven.",
+        "en-us",
+        0.3,
+        6.0,
+    );
+    let callee = speech(
+        work,
+        "callee",
+        "Good morning. The callee speaks now, much later in the call.",
+        "en-gb",
+        3.2,
+        6.0,
+    );
+    Sources {
+        caller: ulaw_to_pcm(&caller),
+        callee: ulaw_to_pcm(&callee),
+    }
+}
+
+fn check_recording(
+    record: &serde_json::Value,
+    audio: &[u8],
+    sources: &Sources,
+    transport_note: &str,
+) {
+    // The JSON record.
+    assert_eq!(record["namespace"], "acme");
+    assert_eq!(record["user"], "alice@acme.example");
+    assert_eq!(record["policy"], "alice");
+    assert_eq!(record["matchedIdentity"], "tel:31201234567");
+    assert_eq!(record["complete"], true, "{transport_note}: ended by BYE");
+    assert_eq!(record["endReason"], "bye");
+    assert_eq!(record["retentionDays"], 30);
+    assert_eq!(record["codecs"], serde_json::json!(["PCMU"]));
+    assert_eq!(record["participants"][0]["aor"], CALLER);
+    assert_eq!(record["participants"][0]["channel"], "left");
+    assert_eq!(record["participants"][1]["aor"], CALLEE);
+    assert_eq!(record["participants"][1]["channel"], "right");
+    assert!(
+        record["audio"]["key"]
+            .as_str()
+            .unwrap()
+            .starts_with("recordings/r30/acme/")
+    );
+    assert_eq!(
+        record["audio"]["size"].as_u64().unwrap(),
+        audio.len() as u64
+    );
+    assert_eq!(
+        record["audio"]["sha256"].as_str().unwrap(),
+        hex::encode(sha2::Sha256::digest(audio))
+    );
+    let start: &str = record["start"].as_str().unwrap();
+    let until: &str = record["retainUntil"].as_str().unwrap();
+    assert!(until > start, "retain-until after start");
+    for s in record["streams"].as_array().unwrap() {
+        let received = s["received"].as_u64().unwrap();
+        assert!(
+            received >= 280,
+            "{transport_note}: stream {} received only {received} packets",
+            s["label"]
+        );
+        assert_eq!(s["lost"], 0, "{transport_note}: loss on {}", s["label"]);
+    }
+    let duration = record["durationSeconds"].as_f64().unwrap();
+    assert!(
+        (6.0..8.0).contains(&duration),
+        "{transport_note}: duration {duration}"
+    );
+
+    // The audio, decoded independently.
+    let d: Decoded = decode_ogg_opus(audio);
+    assert_eq!(d.channels, 2);
+    assert_eq!(d.input_rate, 8000);
+    assert!(
+        (d.seconds() - duration).abs() < 0.1,
+        "granule {} vs record {duration}",
+        d.seconds()
+    );
+    let (left, right) = (envelope(&d.channel(0)), envelope(&d.channel(1)));
+    let (caller, callee) = (envelope(&sources.caller), envelope(&sources.callee));
+    let (ll, lag_l) = best_correlation(&left, &caller, 40);
+    let (rr, lag_r) = best_correlation(&right, &callee, 40);
+    let (lx, _) = best_correlation(&left, &callee, 40);
+    let (rx, _) = best_correlation(&right, &caller, 40);
+    eprintln!(
+        "{transport_note}: left~caller {ll:.2} (lag {lag_l}), right~callee {rr:.2} (lag {lag_r}), left~callee {lx:.2}, right~caller {rx:.2}"
+    );
+    assert!(
+        ll > 0.8 && rr > 0.8,
+        "{transport_note}: each channel carries its stream's speech"
+    );
+    assert!(
+        lx < 0.3 && rx < 0.3,
+        "{transport_note}: and not the other's"
+    );
+    // Each lag is the recorder's playout delay plus when that sender started (rtp_send.py starts
+    // later than SIPp's own stream); exact channel alignment is asserted in the recording unit
+    // tests, where send times are known.
+    assert!(
+        lag_l <= 25 && lag_r <= 25,
+        "{transport_note}: recorded within 500 ms of sending ({lag_l}, {lag_r} frames)"
+    );
+}
+
+/// Sends one request and returns the first final status line it gets (or None on silence).
+fn udp_request(target: SocketAddr, msg: &[u8]) -> Option<u16> {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    s.send_to(msg, target).unwrap();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = s.recv(&mut buf).ok()?;
+        let status: u16 = String::from_utf8_lossy(&buf[..n])
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        if status >= 200 {
+            return Some(status);
+        }
+    }
+}
+
+fn tcp_request(target: SocketAddr, msg: &[u8]) -> Option<u16> {
+    let mut s = TcpStream::connect(target).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    s.write_all(msg).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        for head in text.split("SIP/2.0 ").skip(1) {
+            let status: u16 = head.split_whitespace().next()?.parse().ok()?;
+            if status >= 200 {
+                return Some(status);
+            }
+        }
+    }
+}
+
+fn request(
+    method: &str,
+    call_id: &str,
+    to_tag: &str,
+    transport: &str,
+    ct: &str,
+    body: &str,
+) -> Vec<u8> {
+    format!(
+        "{method} sip:srs@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/{transport} 127.0.0.1:5999;branch=z9hG4bK{call_id}\r\nFrom: <sip:src@127.0.0.1>;tag=x1\r\nTo: <sip:srs@127.0.0.1>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: 1 {method}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn siprec_body(codecs: &str, xml_tail: &str) -> String {
+    format!(
+        "--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 9000 RTP/AVP {codecs}\r\n--b\r\nContent-Type: application/rs-metadata+xml\r\n\r\n<recording xmlns=\"urn:ietf:params:xml:ns:recording:1\"><participant participant_id=\"a\"><nameID aor=\"{CALLER}\"/></participant>{xml_tail}\r\n--b--\r\n"
+    )
+}
+
+/// Bad input of every kind, sent while a good call is being recorded.
+fn send_bad_input(rec: &Recorder) {
+    let t = rec.sip;
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    junk.send_to(b"\x00\x01\x02 not SIP at all", t).unwrap();
+    junk.send_to(&[0xffu8; 3000], t).unwrap();
+    let mp = "multipart/mixed;boundary=b";
+    let good = request(
+        "INVITE",
+        "bad-cl",
+        "",
+        "UDP",
+        mp,
+        &siprec_body("0", "</recording>"),
+    );
+    let wrong_cl = String::from_utf8(good)
+        .unwrap()
+        .replace("Content-Length: ", "Content-Length: 9");
+    assert_eq!(
+        udp_request(t, wrong_cl.as_bytes()),
+        Some(400),
+        "Content-Length larger than the datagram"
+    );
+    let truncated = request(
+        "INVITE",
+        "bad-trunc",
+        "",
+        "UDP",
+        mp,
+        &siprec_body("0", "</recording>"),
+    );
+    assert_eq!(
+        udp_request(t, &truncated[..truncated.len() - 60]),
+        Some(400),
+        "truncated datagram"
+    );
+    assert_eq!(
+        udp_request(
+            t,
+            &request(
+                "BYE",
+                "no-such-call",
+                ";tag=zz",
+                "UDP",
+                "application/sdp",
+                ""
+            )
+        ),
+        Some(481)
+    );
+    assert_eq!(
+        tcp_request(
+            t,
+            &request(
+                "INVITE",
+                "bad-codec",
+                "",
+                "TCP",
+                mp,
+                &siprec_body("18", "</recording>")
+            )
+        ),
+        Some(488),
+        "only G.729"
+    );
+    assert_eq!(
+        tcp_request(
+            t,
+            &request(
+                "INVITE",
+                "bad-xml",
+                "",
+                "TCP",
+                mp,
+                &siprec_body("0", "<participant>")
+            )
+        ),
+        Some(400),
+        "broken XML"
+    );
+    assert_eq!(
+        tcp_request(
+            t,
+            &request("INVITE", "bad-type", "", "TCP", "text/plain", "hi")
+        ),
+        Some(415)
+    );
+    assert_eq!(
+        tcp_request(
+            t,
+            &request("OPTIONS", "ping", "", "TCP", "application/sdp", "")
+        ),
+        Some(200)
+    );
+    // A TCP stream that cannot be framed is answered where possible and closed.
+    let mut s = TcpStream::connect(t).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bKnocl\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: nocl\r\nCSeq: 1 INVITE\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(
+        out.starts_with("SIP/2.0 400"),
+        "no Content-Length over TCP: {out:?}"
+    );
+    // RTP from an unexpected source onto every recorder RTP port.
+    for p in rec.rtp_base..rec.rtp_base + 40 {
+        let mut pkt = vec![0x80u8, 0, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
+        pkt.extend_from_slice(&[0x00; 160]);
+        let _ = junk.send_to(&pkt, ("127.0.0.1", p));
+    }
+}
+
+#[test]
+fn sipp_call_into_local_store_over_udp_with_bad_input_alongside() {
+    let work = tempfile::tempdir().unwrap();
+    let sources = make_audio(work.path());
+    let store = work.path().join("store");
+    let rec = Recorder::start(RecorderSpec {
+        dir: &work.path().join("rec"),
+        store_url: format!("file://{}", store.display()),
+        policies: POLICY,
+        env: vec![],
+        extra: "",
+    });
+    let (target, dir) = (rec.sip, work.path().to_path_buf());
+    let call = std::thread::spawn(move || sipp_call(target, "u1", &dir, CALLER, CALLEE, HOLD_MS));
+    std::thread::sleep(Duration::from_millis(1500));
+    send_bad_input(&rec);
+    call.join().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || files_with(&store, ".json").len()
+            == 1),
+        "recording stored; log:\n{}",
+        rec.log()
+    );
+    let json = &files_with(&store, ".json")[0];
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    let audio = std::fs::read(json.with_extension("opus")).unwrap();
+    check_recording(&record, &audio, &sources, "local/UDP");
+    let foreign: u64 = record["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["foreign"].as_u64().unwrap())
+        .sum();
+    assert!(
+        foreign >= 1,
+        "RTP from the unexpected source was seen and dropped"
+    );
+    assert_eq!(
+        files_with(&store, ".opus").len(),
+        1,
+        "nothing recorded for the rejected requests"
+    );
+    assert!(
+        files_with(&rec.dir.join("spool"), "").is_empty(),
+        "spool emptied after upload"
+    );
+    let (status, metrics) = http_get(rec.http, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("opname_calls_total{outcome=\"recorded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("opname_calls_total{outcome=\"bad-request\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("opname_rtp_packets_received_total"),
+        "{metrics}"
+    );
+    assert_eq!(http_get(rec.http, "/readyz").unwrap().0, 200);
+}
+
+#[test]
+fn sipp_call_over_tcp_into_s3_protocol_store() {
+    let work = tempfile::tempdir().unwrap();
+    let sources = make_audio(work.path());
+    let moto = Moto::start();
+    moto.create_bucket("opname-e2e");
+    let rec = Recorder::start(RecorderSpec {
+        dir: &work.path().join("rec"),
+        store_url: "s3://opname-e2e".into(),
+        policies: POLICY,
+        env: moto.env(),
+        extra: "",
+    });
+    sipp_call(rec.sip, "t1", work.path(), CALLER, CALLEE, HOLD_MS);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = moto.client("opname-e2e");
+    let keys = rt.block_on(async {
+        let mut keys = Vec::new();
+        for _ in 0..100 {
+            keys = futures::StreamExt::collect::<Vec<_>>(client.list(None))
+                .await
+                .into_iter()
+                .map(|m| m.unwrap().location.to_string())
+                .collect();
+            if keys.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        keys
+    });
+    assert_eq!(
+        keys.len(),
+        2,
+        "audio and record in the bucket: {keys:?}\n{}",
+        rec.log()
+    );
+    let json_key = keys.iter().find(|k| k.ends_with(".json")).unwrap();
+    let (record, audio) = rt.block_on(async {
+        let j = client
+            .get(&json_key.as_str().into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let record: serde_json::Value = serde_json::from_slice(&j).unwrap();
+        let a = client
+            .get(&record["audio"]["key"].as_str().unwrap().into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        (record, a.to_vec())
+    });
+    check_recording(&record, &audio, &sources, "s3/TCP");
+}
