@@ -167,15 +167,24 @@ impl JitterBuffer {
 
     /// Writes decoded audio at `pos` (from [`JitterBuffer::admit`]).
     pub fn write(&mut self, pos: i64, pcm: &[i16]) {
-        for (i, s) in pcm.iter().enumerate() {
-            self.ring[(pos as usize + i) & (RING - 1)] = *s;
-        }
+        let start = pos as usize & (RING - 1);
+        let first = pcm.len().min(RING - start);
+        self.ring[start..start + first].copy_from_slice(&pcm[..first]);
+        self.ring[..pcm.len() - first].copy_from_slice(&pcm[first..]);
     }
 
     /// Mixes the frame at `pos` into `out` (stride 2 for interleaved stereo) and clears it.
     pub fn read_into(&mut self, pos: i64, out: &mut [i16], offset: usize) {
-        for (i, o) in out.iter_mut().skip(offset).step_by(2).enumerate() {
-            let slot = &mut self.ring[(pos as usize + i) & (RING - 1)];
+        let n = out.len() / 2;
+        let start = pos as usize & (RING - 1);
+        let first = n.min(RING - start);
+        let (a, b) = self.ring.split_at_mut(start);
+        let segments = [&mut b[..first], &mut a[..n - first]];
+        for (o, slot) in out[offset..]
+            .iter_mut()
+            .step_by(2)
+            .zip(segments.into_iter().flat_map(|s| s.iter_mut()))
+        {
             *o = o.saturating_add(*slot);
             *slot = 0;
         }

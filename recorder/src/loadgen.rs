@@ -32,6 +32,8 @@ pub struct LoadSpec {
     /// AoR of the first participant (the caller); a policy should match it.
     pub caller: String,
     pub callee: String,
+    /// Raw μ-law audio sent on stream 1 and 2, looped.
+    pub audio: [Arc<[u8]>; 2],
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -153,7 +155,7 @@ pub async fn run(spec: LoadSpec) -> Result<LoadReport, LoadError> {
     let streams: Arc<Mutex<Vec<RtpStream>>> = Arc::new(Mutex::new(Vec::new()));
     let report = Arc::new(Mutex::new(LoadReport::default()));
     let pacing = tokio::spawn(pacer(rtp, streams.clone(), report.clone()));
-    let audio = synthetic_audio();
+    let audio = spec.audio.clone();
     let mut calls = Vec::new();
     let run_id = std::process::id();
     for i in 0..spec.calls {

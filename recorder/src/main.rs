@@ -57,6 +57,12 @@ enum Command {
         caller: String,
         #[arg(long, default_value = "sip:+15550100@carrier.example")]
         callee: String,
+        /// Raw 8 kHz μ-law audio for stream 1 (default: a synthetic speaker).
+        #[arg(long)]
+        caller_audio: Option<PathBuf>,
+        /// Raw 8 kHz μ-law audio for stream 2.
+        #[arg(long)]
+        callee_audio: Option<PathBuf>,
     },
 }
 
@@ -105,12 +111,25 @@ fn main() -> ExitCode {
             ramp,
             caller,
             callee,
+            caller_audio,
+            callee_audio,
         } => runtime(None).map_err(|e| e.to_string()).and_then(|rt| {
             let bind = if target.ip().is_loopback() {
                 target.ip()
             } else {
                 [0, 0, 0, 0].into()
             };
+            let [default_a, default_b] = loadgen::synthetic_audio();
+            let read = |p: Option<PathBuf>, default| match p {
+                Some(p) => std::fs::read(&p)
+                    .map(Into::into)
+                    .map_err(|e| format!("{}: {e}", p.display())),
+                None => Ok(default),
+            };
+            let audio = [
+                read(caller_audio, default_a)?,
+                read(callee_audio, default_b)?,
+            ];
             let spec = loadgen::LoadSpec {
                 target,
                 bind,
@@ -119,6 +138,7 @@ fn main() -> ExitCode {
                 ramp: Duration::from_secs_f64(ramp),
                 caller,
                 callee,
+                audio,
             };
             let report = rt.block_on(loadgen::run(spec)).map_err(|e| e.to_string())?;
             println!(
@@ -177,6 +197,7 @@ fn demo(dir: PathBuf, seconds: u64) -> Result<(), String> {
             ramp: Duration::ZERO,
             caller: "sip:alice@demo.example".into(),
             callee: "sip:+15550100@carrier.example".into(),
+            audio: loadgen::synthetic_audio(),
         })
         .await
         .map_err(|e| e.to_string())?;
