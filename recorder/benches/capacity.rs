@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_opname-recorder");
+/// The speech files loop every 16 s (800 frames); the CPU window of a 20 s run is 16 s.
+const LOOP_FRAMES: usize = 800;
 
 fn ticks_per_sec() -> f64 {
     Command::new("getconf")
@@ -69,6 +71,74 @@ struct RunResult {
     gen_late_frames: u64,
     p99_store_ms: f64,
     max_store_ms: f64,
+    /// Shares of the recorder's CPU samples: (libopus, kernel, recorder's own code).
+    shares: Option<(f64, f64, f64)>,
+}
+
+/// Splits `perf` samples of the recorder into libopus, kernel and everything else.
+fn attribute(data: &Path) -> Option<(f64, f64, f64)> {
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "symbol",
+            "-i",
+        ])
+        .arg(data)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut opus, mut kernel, mut other) = (0.0, 0.0, 0.0);
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(pct), Some(kind), Some(sym)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
+        let Some(p) = pct.strip_suffix('%').and_then(|p| p.parse::<f64>().ok()) else {
+            continue;
+        };
+        if kind == "[k]" {
+            kernel += p;
+        } else if [
+            "silk_",
+            "opus_",
+            "celt_",
+            "ec_",
+            "clt_",
+            "quant_",
+            "alg_",
+            "compute_",
+            "tonality",
+            "run_analysis",
+            "downmix",
+            "encode_",
+            "stereo_",
+            "pitch_",
+            "xcorr",
+            "is_digital_silence",
+            "haar",
+            "spreading",
+            "transient",
+            "__ieee754",
+            "__log",
+            "__exp",
+            "__pow",
+            "anti_collapse",
+            "exp_rotation",
+        ]
+        .iter()
+        .any(|prefix| sym.starts_with(prefix))
+        {
+            opus += p;
+        } else {
+            other += p;
+        }
+    }
+    let total = opus + kernel + other;
+    (total > 0.0).then(|| (opus / total, kernel / total, other / total))
 }
 
 fn json_files(dir: &Path) -> Vec<PathBuf> {
@@ -189,8 +259,19 @@ fn run(calls: usize, seconds: u64, audio: &[PathBuf; 2]) -> RunResult {
     std::thread::sleep(Duration::from_secs_f64(ramp + 2.0));
     let (c0, t0) = (cpu_seconds(pid), Instant::now());
     let window = (seconds as f64 - 4.0).max(2.0);
-    std::thread::sleep(Duration::from_secs_f64(window));
+    let perf_data = dir.join("perf.data");
+    let perf = Command::new("perf")
+        .args(["record", "-F", "499", "-p", &pid.to_string(), "-o"])
+        .arg(&perf_data)
+        .args(["--", "sleep", &window.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if perf.is_err() {
+        std::thread::sleep(Duration::from_secs_f64(window));
+    }
     let (c1, elapsed) = (cpu_seconds(pid), t0.elapsed().as_secs_f64());
+    let shares = attribute(&perf_data);
     let loaded_rss = rss_kib(pid);
     let out = generator.wait_with_output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -247,6 +328,7 @@ fn run(calls: usize, seconds: u64, audio: &[PathBuf; 2]) -> RunResult {
         gen_late_frames: report["late_frames"].as_u64().unwrap_or(u64::MAX),
         p99_store_ms: p99,
         max_store_ms: store_ms.last().copied().unwrap_or(f64::NAN),
+        shares,
     }
 }
 
@@ -271,9 +353,9 @@ fn libopus_alone(calls: usize, frames_per_call: usize, audio: &[PathBuf; 2]) -> 
     let mut bytes = 0usize;
     let c0 = cpu_seconds(std::process::id());
     for f in 0..frames_per_call {
-        for (c, enc) in encoders.iter_mut().enumerate() {
-            // Calls at different points of the conversation, as in the load generator.
-            let off = ((f + c * 7) * 160) % a.len();
+        // All calls at the same point of the conversation, as the load generator starts them.
+        for enc in encoders.iter_mut() {
+            let off = (f * 160) % a.len();
             for i in 0..160 {
                 pcm[2 * i] = opname_recorder::codec::ULAW[a[(off + i) % a.len()] as usize];
                 pcm[2 * i + 1] = opname_recorder::codec::ULAW[b[(off + i) % b.len()] as usize];
@@ -286,11 +368,113 @@ fn libopus_alone(calls: usize, frames_per_call: usize, audio: &[PathBuf; 2]) -> 
     cpu * 1e6 / (frames_per_call * calls) as f64
 }
 
+/// The recording pipeline alone, in process: N calls' packets with exact timing through jitter
+/// buffer, decoder, mixer, encoder and Ogg writer (to a sink). µs per call-frame and bytes/s.
+fn pipeline_alone(calls: usize, frames_per_call: usize, audio: &[PathBuf; 2]) -> (f64, f64) {
+    use opname_recorder::recording::{AudioSettings, Recording};
+    use opname_recorder::sdp::Codec;
+    use opname_recorder::siprec::{Channel, MediaStream};
+    let (a, b) = (
+        std::fs::read(&audio[0]).unwrap(),
+        std::fs::read(&audio[1]).unwrap(),
+    );
+    let stream = |index: usize, port: u16, channel| MediaStream {
+        index,
+        port,
+        codec: Some((0, Codec::Pcmu)),
+        telephone_event: None,
+        paused: false,
+        label: None,
+        channel,
+    };
+    let streams = [
+        stream(0, 1000, Channel::Left),
+        stream(1, 1002, Channel::Right),
+    ];
+    let settings = AudioSettings {
+        bitrate: 24_000,
+        complexity: 5,
+        jitter: Duration::from_millis(60),
+    };
+    let t0 = Instant::now();
+    let mut recs: Vec<Recording<Counter>> = (0..calls)
+        .map(|i| Recording::new(Counter(0), &streams, &settings, i as u32, t0).unwrap())
+        .collect();
+    let from: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let mut pkt = [0u8; 172];
+    pkt[0] = 0x80;
+    let c0 = cpu_seconds(std::process::id());
+    for f in 0..frames_per_call {
+        let now = t0 + Duration::from_millis(20 * f as u64);
+        for rec in recs.iter_mut() {
+            for (k, src) in [&a, &b].into_iter().enumerate() {
+                pkt[2..4].copy_from_slice(&(f as u16).to_be_bytes());
+                pkt[4..8].copy_from_slice(&((f * 160) as u32).to_be_bytes());
+                pkt[8..12].copy_from_slice(&(k as u32).to_be_bytes());
+                let off = (f * 160) % src.len();
+                for i in 0..160 {
+                    pkt[12 + i] = src[(off + i) % src.len()];
+                }
+                rec.on_packet(1000 + 2 * k as u16, &pkt, from, now);
+            }
+            rec.tick(now).unwrap();
+        }
+    }
+    let cpu = cpu_seconds(std::process::id()) - c0;
+    let bytes: u64 = recs
+        .into_iter()
+        .map(|r| {
+            r.finish(t0 + Duration::from_millis(20 * frames_per_call as u64))
+                .unwrap()
+                .0
+                .0
+        })
+        .sum();
+    (
+        cpu * 1e6 / (frames_per_call * calls) as f64,
+        bytes as f64 / calls as f64 / (frames_per_call as f64 / 50.0),
+    )
+}
+
+/// A sink that only counts.
+struct Counter(u64);
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `libopus_alone` in a child pinned to CPU 0, like the recorder, right before its run.
+fn pinned_baseline(calls: usize) -> f64 {
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(exe)
+        .args(["--baseline", &calls.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
+    if let Some(i) = args.iter().position(|a| a == "--baseline") {
+        let n = args.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(1);
+        let dir = std::env::temp_dir().join(format!("opname-bench-audio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        println!("{}", libopus_alone(n, LOOP_FRAMES, &speech(&dir)));
+        return;
+    }
     let mut seconds = 20;
     let mut ns = Vec::new();
     let mut it = args.iter();
@@ -307,7 +491,17 @@ fn main() {
     let work = std::env::temp_dir().join(format!("opname-bench-audio-{}", std::process::id()));
     std::fs::create_dir_all(&work).unwrap();
     let audio = speech(&work);
-    let single = libopus_alone(1, 50 * 300, &audio);
+    let single = libopus_alone(1, 20 * LOOP_FRAMES, &audio);
+    if args.iter().any(|a| a == "--pipeline") {
+        for n in [1, 100] {
+            let (us, bps) = pipeline_alone(n, LOOP_FRAMES, &audio);
+            println!(
+                "pipeline alone, {n} calls: {us:.1} µs per call-frame, {bps:.0} bytes/s; libopus alone {n} encoders: {:.1} µs",
+                libopus_alone(n, LOOP_FRAMES, &audio)
+            );
+        }
+        return;
+    }
     println!(
         "libopus alone, one encoder, same speech (G.711 decode + interleave + Opus c5 24 kbit/s stereo at 8 kHz): {single:.1} µs per 20 ms call-frame = {:.0} calls per core\n",
         20_000.0 / single
@@ -318,7 +512,9 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut best = 0;
     for n in ns {
-        let opus_us = libopus_alone(n, 500, &audio);
+        // One full 16 s loop of the conversation per encoder: the same audio the recorder's
+        // 16 s measurement window sees.
+        let opus_us = pinned_baseline(n);
         let r = run(n, seconds, &audio);
         let pass = r.cpu_fraction < 0.95
             && r.lost == 0
@@ -330,12 +526,18 @@ fn main() {
             best = best.max(n);
         }
         println!(
-            "| {} | {:.1}% | {:.1} | {:.1} | {:+.0}% | {:.0} KiB | {}/{} | {} | {} | {} | {:.0} / {:.0} ms | {} |",
+            "| {} | {:.1}% | {:.1} | {:.1} | {:+.0}% | {} | {:.0} KiB | {}/{} | {} | {} | {} | {:.0} / {:.0} ms | {} |",
             r.calls,
             r.cpu_fraction * 100.0,
             r.us_per_call_frame,
             opus_us,
             (r.us_per_call_frame / opus_us - 1.0) * 100.0,
+            r.shares.map_or("(no perf)".into(), |(o, k, m)| format!(
+                "{:.1}% / {:.1}% / {:.1}%",
+                o * 100.0,
+                k * 100.0,
+                m * 100.0
+            )),
             r.kib_per_call,
             r.recordings - r.bad,
             r.calls,

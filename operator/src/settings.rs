@@ -1,0 +1,195 @@
+//! The operator's own configuration file (rendered by the Helm chart from its values).
+//!
+//! The object store is the platform's, configured once here; credentials stay in a Secret that
+//! recorder pods read through `envFrom`, never in a custom resource.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error("invalid operator configuration: {0}")]
+    Yaml(String),
+    #[error("invalid operator configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Settings {
+    pub recorder: RecorderSettings,
+    pub store: StoreSettings,
+    pub capacity: CapacitySettings,
+    pub rtp: RtpSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecorderSettings {
+    pub image: String,
+    pub image_pull_policy: String,
+    /// CPU and memory requests/limits of a recorder container.
+    pub resources: Resources,
+    /// How long calls may continue after SIGTERM; the pod's termination grace adds 30 s.
+    pub drain_seconds: u64,
+    /// Time the endpoints get to drop a terminating pod before it stops taking calls.
+    pub pre_stop_seconds: i64,
+    /// Size limit of the spool `emptyDir`.
+    pub spool_size: String,
+    /// Opus settings for all recorders.
+    pub bitrate: i32,
+    pub complexity: i32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    pub cpu_request: String,
+    pub cpu_limit: Option<String>,
+    pub memory_request: String,
+    pub memory_limit: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `s3://bucket`, `gs://bucket`, `az://container` or `file:///dir` (tests and single-node).
+    pub url: String,
+    pub prefix: String,
+    /// Secret (in each recorded namespace) whose keys become recorder environment variables,
+    /// e.g. `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`.
+    pub credentials_secret: Option<String>,
+    /// Non-secret store settings as environment variables (`AWS_ENDPOINT`, `AWS_REGION`, …).
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct CapacitySettings {
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    /// Recorded users one replica serves; replicas = ceil(users / usersPerReplica), clamped.
+    pub users_per_replica: i32,
+    /// Concurrent calls one recorder takes before answering 503 (see docs/BENCHMARKS.md).
+    pub max_calls_per_replica: usize,
+    /// With an HPA the replica count above is its minimum and CPU decides the rest.
+    pub hpa: Option<HpaSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HpaSettings {
+    pub target_cpu_utilization: i32,
+}
+
+/// How RTP reaches recorder pods.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum RtpMode {
+    /// Pod addresses are routable from the SBC (flat pod network, e.g. Calico BGP, AWS VPC CNI):
+    /// the pod IP goes into SDP answers.
+    PodNetwork,
+    /// `hostNetwork: true`: RTP ports open on the node and the node IP goes into SDP answers. One
+    /// recorder per node per port range (a required anti-affinity is set).
+    HostNetwork,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct RtpSettings {
+    pub mode: RtpMode,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            recorder: RecorderSettings::default(),
+            store: StoreSettings::default(),
+            capacity: CapacitySettings::default(),
+            rtp: RtpSettings::default(),
+        }
+    }
+}
+
+impl Default for RecorderSettings {
+    fn default() -> Self {
+        Self {
+            image: "ghcr.io/opname/opname-recorder:0.1.0".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            resources: Resources::default(),
+            drain_seconds: 3600,
+            pre_stop_seconds: 10,
+            spool_size: "4Gi".into(),
+            bitrate: 24_000,
+            complexity: 5,
+        }
+    }
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            cpu_request: "1".into(),
+            cpu_limit: None,
+            memory_request: "256Mi".into(),
+            memory_limit: "1Gi".into(),
+        }
+    }
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            url: "file:///var/lib/opname/recordings".into(),
+            prefix: "recordings".into(),
+            credentials_secret: None,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for CapacitySettings {
+    fn default() -> Self {
+        Self {
+            min_replicas: 2,
+            max_replicas: 20,
+            users_per_replica: 500,
+            max_calls_per_replica: 200,
+            hpa: None,
+        }
+    }
+}
+
+impl Default for RtpSettings {
+    fn default() -> Self {
+        Self {
+            mode: RtpMode::PodNetwork,
+            port_min: 20000,
+            port_max: 39999,
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::Read(path.display().to_string(), e))?;
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, SettingsError> {
+        let s: Settings = serde_saphyr::from_str(text).map_err(|e| SettingsError::Yaml(e.to_string()))?;
+        let c = &s.capacity;
+        if c.min_replicas < 1 || c.max_replicas < c.min_replicas || c.users_per_replica < 1 {
+            return Err(SettingsError::Invalid("capacity: need 1 <= minReplicas <= maxReplicas and usersPerReplica >= 1".into()));
+        }
+        if s.rtp.port_min >= s.rtp.port_max {
+            return Err(SettingsError::Invalid("rtp: portMin must be below portMax".into()));
+        }
+        Ok(s)
+    }
+}
