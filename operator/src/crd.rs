@@ -8,7 +8,9 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// Recording mode of a user's calls.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum Mode {
     /// Every call is recorded.
     #[default]
@@ -32,6 +34,8 @@ fn default_keep_code() -> String {
 }
 
 /// Turns recording on for one user, on every device the user has.
+// Each `printcolumn(...)` repeats the same keys, which clippy mistakes for duplicate attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
 #[kube(
     group = "opname.dev",
@@ -44,9 +48,22 @@ fn default_keep_code() -> String {
     doc = "Records every call on all devices of one user. The namespace is the organisation.",
     printcolumn(name = "User", type_ = "string", json_path = ".spec.user"),
     printcolumn(name = "Mode", type_ = "string", json_path = ".spec.mode"),
-    printcolumn(name = "Retention", type_ = "integer", json_path = ".spec.retentionDays", description = "days"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Retention",
+        type_ = "integer",
+        json_path = ".spec.retentionDays",
+        description = "days"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("!has(self.onDemand) || self.mode == 'OnDemand'").message("onDemand settings are only allowed with mode OnDemand"))]
 #[serde(rename_all = "camelCase")]
@@ -57,7 +74,12 @@ pub struct RecordingPolicySpec {
     pub user: String,
     /// Every device of the user: `sip:`/`sips:` URIs, `tel:` numbers, extensions or numbers
     /// (E.164 with or without `+`). At least one, no duplicates.
-    #[schemars(length(min = 1, max = 64), inner(regex(pattern = r"^((sips?:[^\s@]+@[^\s]+)|(tel:\+?[0-9*#().-]{1,32}(;[^\s]*)?)|(\+?[0-9*#][0-9*#(). -]{0,31}))$")))]
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(regex(
+            pattern = r"^((sips?:[^\s@]+@[^\s]+)|(tel:\+?[0-9*#().-]{1,32}(;[^\s]*)?)|(\+?[0-9*#][0-9*#(). -]{0,31}))$"
+        ))
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub identities: Vec<String>,
     /// `Always` (default) or `OnDemand`.
@@ -99,6 +121,7 @@ pub struct FleetStatus {
 }
 
 /// Asks for all recordings of the organisation for one month as ZIP files with download links.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
 #[kube(
     group = "opname.dev",
@@ -111,9 +134,21 @@ pub struct FleetStatus {
     doc = "Exports one month of the namespace's recordings as ZIP files; the links arrive in the status and by e-mail.",
     printcolumn(name = "Month", type_ = "string", json_path = ".spec.month"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Done", type_ = "integer", json_path = ".status.progress.recordingsDone"),
-    printcolumn(name = "Total", type_ = "integer", json_path = ".status.progress.recordingsTotal"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Done",
+        type_ = "integer",
+        json_path = ".status.progress.recordingsDone"
+    ),
+    printcolumn(
+        name = "Total",
+        type_ = "integer",
+        json_path = ".status.progress.recordingsTotal"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("a BulkExport's spec cannot be changed; create a new one"))]
 #[serde(rename_all = "camelCase")]
@@ -141,7 +176,10 @@ pub struct BulkExportSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Notify {
     /// E-mail addresses.
-    #[schemars(length(min = 1, max = 20), inner(regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$")))]
+    #[schemars(
+        length(min = 1, max = 20),
+        inner(regex(pattern = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"))
+    )]
     pub emails: Vec<String>,
 }
 
@@ -201,7 +239,10 @@ pub fn crd_yaml() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError>
     for crd in [RecordingPolicy::crd(), BulkExport::crd()] {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let yaml = serde_saphyr::to_string(&crd)?;
-        out.push((format!("{name}.yaml"), format!("# Generated by `opname-operator crd`; do not edit.\n{yaml}")));
+        out.push((
+            format!("{name}.yaml"),
+            format!("# Generated by `opname-operator crd`; do not edit.\n{yaml}"),
+        ));
     }
     Ok(out)
 }

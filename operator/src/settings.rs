@@ -18,7 +18,7 @@ pub enum SettingsError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct Settings {
     pub recorder: RecorderSettings,
@@ -105,17 +105,6 @@ pub struct RtpSettings {
     pub port_max: u16,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            recorder: RecorderSettings::default(),
-            store: StoreSettings::default(),
-            capacity: CapacitySettings::default(),
-            rtp: RtpSettings::default(),
-        }
-    }
-}
-
 impl Default for RecorderSettings {
     fn default() -> Self {
         Self {
@@ -177,18 +166,24 @@ impl Default for RtpSettings {
 
 impl Settings {
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::Read(path.display().to_string(), e))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SettingsError::Read(path.display().to_string(), e))?;
         Self::parse(&text)
     }
 
     pub fn parse(text: &str) -> Result<Self, SettingsError> {
-        let s: Settings = serde_saphyr::from_str(text).map_err(|e| SettingsError::Yaml(e.to_string()))?;
+        let s: Settings =
+            serde_saphyr::from_str(text).map_err(|e| SettingsError::Yaml(e.to_string()))?;
         let c = &s.capacity;
         if c.min_replicas < 1 || c.max_replicas < c.min_replicas || c.users_per_replica < 1 {
-            return Err(SettingsError::Invalid("capacity: need 1 <= minReplicas <= maxReplicas and usersPerReplica >= 1".into()));
+            return Err(SettingsError::Invalid(
+                "capacity: need 1 <= minReplicas <= maxReplicas and usersPerReplica >= 1".into(),
+            ));
         }
         if s.rtp.port_min >= s.rtp.port_max {
-            return Err(SettingsError::Invalid("rtp: portMin must be below portMax".into()));
+            return Err(SettingsError::Invalid(
+                "rtp: portMin must be below portMax".into(),
+            ));
         }
         Ok(s)
     }

@@ -158,7 +158,16 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: PathBuf, threads: Option<usize>) -> Result<(), String> {
-    let config = Config::load(&path).map_err(|e| e.to_string())?;
+    let mut config = Config::load(&path).map_err(|e| e.to_string())?;
+    // The pod's (or, with host networking, the node's) address is only known to the pod.
+    if let Ok(ip) = std::env::var("OPNAME_RTP_ADVERTISE")
+        && !ip.is_empty()
+    {
+        config.rtp.advertise = Some(
+            ip.parse()
+                .map_err(|e| format!("OPNAME_RTP_ADVERTISE={ip}: {e}"))?,
+        );
+    }
     let rt = runtime(threads).map_err(|e| e.to_string())?;
     let (_tx, rx) = tokio::sync::watch::channel(false);
     rt.block_on(server::run(Some(path), config, rx))

@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+pub mod apiserver;
 pub mod audio;
+pub mod kubelet;
 pub mod s3;
 
 pub fn workspace() -> PathBuf {
@@ -26,7 +28,14 @@ pub fn bin(name: &str) -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--bins", "-p", "opname-recorder"])
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "opname-recorder",
+                "-p",
+                "opname-operator",
+            ])
             .current_dir(workspace())
             .status()
             .expect("cargo build");

@@ -1,0 +1,241 @@
+//! The I/O around [`crate::fleet::plan`]: watch policies and children, apply what the plan says
+//! with server-side apply, patch statuses, publish Events.
+//!
+//! Every reconcile of any policy plans its whole namespace (the namespace is the unit the fleet
+//! serves), so reconciles are idempotent and order does not matter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::crd::RecordingPolicy;
+use crate::fleet::{self, Children, NAME};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+/// Field manager of everything the operator applies.
+pub const MANAGER: &str = "opname-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
+    #[error("policy {0} has no namespace")]
+    NoNamespace(String),
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub store: Store<RecordingPolicy>,
+}
+
+fn children_selector() -> watcher::Config {
+    watcher::Config::default().labels(
+        "app.kubernetes.io/managed-by=opname-operator,app.kubernetes.io/name=opname-recorder",
+    )
+}
+
+/// Any owning policy stands for its namespace.
+fn owner_policy<K: Resource>(obj: K) -> Option<ObjectRef<RecordingPolicy>> {
+    let ns = obj.namespace()?;
+    let owner = obj
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "RecordingPolicy")?;
+    Some(ObjectRef::new(&owner.name).within(&ns))
+}
+
+/// Runs the controller until the stream ends (signal) or `stop` resolves (leadership lost).
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let policies = Api::<RecordingPolicy>::all(client.clone());
+    let controller = Controller::new(policies, watcher::Config::default());
+    let reporter = Reporter {
+        controller: MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        store: controller.store(),
+        client: client.clone(),
+        settings,
+        metrics,
+    });
+    controller
+        .watches(
+            Api::<ConfigMap>::all(client.clone()),
+            children_selector(),
+            owner_policy,
+        )
+        .watches(
+            Api::<Deployment>::all(client.clone()),
+            children_selector(),
+            owner_policy,
+        )
+        .watches(
+            Api::<Service>::all(client.clone()),
+            children_selector(),
+            owner_policy,
+        )
+        .graceful_shutdown_on(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        })
+        .await;
+}
+
+fn error_policy(policy: Arc<RecordingPolicy>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(policy = %policy.name_any(), namespace = ?policy.namespace(), %error, "reconcile failed");
+    ctx.metrics.failures.inc();
+    Action::requeue(Duration::from_secs(15))
+}
+
+async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    let ns = policy
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(policy.name_any()))?;
+    let policies: Vec<RecordingPolicy> = ctx
+        .store
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .map(|p| (*p).clone())
+        .collect();
+    let plan = fleet::plan(&ns, &policies, &ctx.settings, &Time(jiff::Timestamp::now()))?;
+    match &plan.children {
+        Some(children) => apply_children(&ctx.client, &ns, children).await?,
+        None => delete_children(&ctx.client, &ns).await?,
+    }
+    let api = Api::<RecordingPolicy>::namespaced(ctx.client.clone(), &ns);
+    for p in &policies {
+        let name = p.name_any();
+        let Some(status) = plan.statuses.get(&name) else {
+            continue;
+        };
+        if p.status.as_ref() == Some(status) {
+            continue;
+        }
+        let patch = serde_json::json!({
+            "apiVersion": RecordingPolicy::api_version(&()),
+            "kind": RecordingPolicy::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    }
+    for e in &plan.events {
+        let Some(p) = policies.iter().find(|p| p.name_any() == e.policy) else {
+            continue;
+        };
+        let event = Event {
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: e.reason.into(),
+            note: Some(e.note.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
+            tracing::warn!(%err, "cannot publish event");
+        }
+    }
+    ctx.metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn apply<K>(client: &Client, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api = Api::<K>::namespaced(client.clone(), ns);
+    api.patch(
+        NAME,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn delete<K>(client: &Client, ns: &str) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match Api::<K>::namespaced(client.clone(), ns)
+        .delete(NAME, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn apply_children(client: &Client, ns: &str, c: &Children) -> Result<(), Error> {
+    apply(client, ns, &c.config_map).await?;
+    apply(client, ns, &c.service).await?;
+    apply(client, ns, &c.deployment).await?;
+    apply(client, ns, &c.pdb).await?;
+    match &c.hpa {
+        Some(hpa) => apply(client, ns, hpa).await,
+        None => delete::<HorizontalPodAutoscaler>(client, ns).await,
+    }
+}
+
+/// No active policy left (all suspended): the fleet goes. Deleted policies need nothing here,
+/// garbage collection follows their owner references.
+async fn delete_children(client: &Client, ns: &str) -> Result<(), Error> {
+    delete::<HorizontalPodAutoscaler>(client, ns).await?;
+    delete::<PodDisruptionBudget>(client, ns).await?;
+    delete::<Deployment>(client, ns).await?;
+    delete::<Service>(client, ns).await?;
+    delete::<ConfigMap>(client, ns).await
+}

@@ -1,0 +1,400 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use super::*;
+use crate::crd::{OnDemand, RecordingPolicySpec};
+use crate::settings::HpaSettings;
+
+fn at(secs: i64) -> Time {
+    Time(jiff::Timestamp::from_second(1_800_000_000 + secs).unwrap())
+}
+
+fn policy(name: &str, created: i64, ids: &[&str]) -> RecordingPolicy {
+    let mut p = RecordingPolicy::new(
+        name,
+        RecordingPolicySpec {
+            user: format!("{name}@acme.example"),
+            identities: ids.iter().map(|s| s.to_string()).collect(),
+            mode: Mode::Always,
+            on_demand: None,
+            retention_days: 90,
+            suspended: false,
+        },
+    );
+    p.metadata = ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some("acme".into()),
+        uid: Some(format!("uid-{name}")),
+        generation: Some(3),
+        creation_timestamp: Some(at(created)),
+        ..Default::default()
+    };
+    p
+}
+
+fn settings() -> Settings {
+    Settings::default()
+}
+
+fn config_of(plan: &Plan) -> rc::Config {
+    let yaml = &plan
+        .children
+        .as_ref()
+        .unwrap()
+        .config_map
+        .data
+        .as_ref()
+        .unwrap()[CONFIG_KEY];
+    rc::Config::parse(yaml).expect("the ConfigMap holds a valid recorder configuration")
+}
+
+#[test]
+fn renders_the_recorders_own_format_with_every_policy() {
+    let mut bob = policy("bob", 2, &["1002"]);
+    bob.spec.mode = Mode::OnDemand;
+    bob.spec.on_demand = Some(OnDemand {
+        keep_code: "#9".into(),
+    });
+    bob.spec.retention_days = 30;
+    let plan = plan(
+        "acme",
+        &[
+            bob,
+            policy(
+                "alice",
+                1,
+                &["sip:alice@pbx.acme.example", "tel:+31201234567", "1001"],
+            ),
+        ],
+        &settings(),
+        &at(100),
+    )
+    .unwrap();
+    let config = config_of(&plan);
+    assert_eq!(config.namespace, "acme");
+    assert_eq!(config.policies.len(), 2);
+    assert_eq!(config.policies[0].name, "alice", "oldest first");
+    assert_eq!(config.policies[1].mode, rc::Mode::OnDemand);
+    assert_eq!(
+        config.policies[1].on_demand.as_ref().unwrap().keep_code,
+        "#9"
+    );
+    assert_eq!(config.policies[1].retention_days, 30);
+    assert_eq!(config.store.url, settings().store.url);
+    let (table, warnings) = rc::PolicyTable::build(&config);
+    assert!(warnings.is_empty());
+    assert_eq!(
+        table.lookup("sip:+31201234567@gw").unwrap().1.user,
+        "alice@acme.example"
+    );
+    for s in plan.statuses.values() {
+        assert_eq!(s.conditions[0].type_, "Ready");
+        assert_eq!(s.conditions[0].status, "True");
+        assert_eq!(s.conditions[0].observed_generation, Some(3));
+        assert_eq!(
+            s.fleet,
+            Some(FleetStatus {
+                replicas: 2,
+                policies: 2
+            })
+        );
+    }
+    assert!(plan.events.is_empty());
+}
+
+#[test]
+fn deployment_service_and_pdb_are_production_shaped() {
+    let plan = plan(
+        "acme",
+        &[policy("alice", 1, &["1001"]), policy("bob", 2, &["1002"])],
+        &settings(),
+        &at(0),
+    )
+    .unwrap();
+    let c = plan.children.unwrap();
+    for meta in [
+        &c.config_map.metadata,
+        &c.deployment.metadata,
+        &c.service.metadata,
+        &c.pdb.metadata,
+    ] {
+        assert_eq!(meta.name.as_deref(), Some(NAME));
+        assert_eq!(meta.namespace.as_deref(), Some("acme"));
+        let owners = meta.owner_references.as_ref().unwrap();
+        assert_eq!(
+            owners.iter().map(|o| o.uid.as_str()).collect::<Vec<_>>(),
+            ["uid-alice", "uid-bob"],
+            "owned by every policy"
+        );
+        assert!(
+            owners
+                .iter()
+                .all(|o| o.kind == "RecordingPolicy" && o.controller.is_none())
+        );
+    }
+    let spec = c.deployment.spec;
+    assert_eq!(spec.replicas, Some(2), "minReplicas");
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(
+        pod.termination_grace_period_seconds,
+        Some(3630),
+        "drain + 30 s"
+    );
+    let ctr = &pod.containers[0];
+    assert_eq!(
+        ctr.args.as_deref().unwrap(),
+        ["serve", "--config", "/etc/opname/recorder.yaml"]
+    );
+    let sc = ctr.security_context.as_ref().unwrap();
+    assert_eq!(
+        (
+            sc.read_only_root_filesystem,
+            sc.run_as_non_root,
+            sc.allow_privilege_escalation
+        ),
+        (Some(true), Some(true), Some(false))
+    );
+    assert_eq!(
+        ctr.readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/readyz")
+    );
+    assert_eq!(
+        ctr.lifecycle
+            .as_ref()
+            .unwrap()
+            .pre_stop
+            .as_ref()
+            .unwrap()
+            .sleep
+            .as_ref()
+            .unwrap()
+            .seconds,
+        10
+    );
+    let env = ctr.env.as_ref().unwrap();
+    let advertise = env
+        .iter()
+        .find(|e| e.name == "OPNAME_RTP_ADVERTISE")
+        .unwrap();
+    assert_eq!(
+        advertise
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "status.podIP"
+    );
+    assert!(ctr.env_from.is_none(), "no credentials secret configured");
+    let mounts: Vec<_> = ctr
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert_eq!(mounts, ["/etc/opname", "/var/spool/opname"]);
+    assert_eq!(pod.host_network, None);
+    let ports: Vec<_> = c
+        .service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .iter()
+        .map(|p| (p.port, p.protocol.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        ports,
+        [(5060, "UDP".to_string()), (5060, "TCP".to_string())]
+    );
+    assert_eq!(
+        c.pdb.spec.unwrap().max_unavailable,
+        Some(IntOrString::Int(1))
+    );
+    assert!(c.hpa.is_none());
+}
+
+#[test]
+fn replicas_follow_users_within_bounds_and_hpa_takes_over() {
+    let many: Vec<_> = (0..1234)
+        .map(|i| policy(&format!("u{i}"), i, &[&format!("{}", 10_000 + i)]))
+        .collect();
+    let mut s = settings();
+    s.capacity.users_per_replica = 100;
+    s.capacity.max_replicas = 10;
+    let p = plan("acme", &many, &s, &at(0)).unwrap();
+    assert_eq!(
+        p.children.unwrap().deployment.spec.replicas,
+        Some(10),
+        "13 wanted, clamped to max"
+    );
+    s.capacity.max_replicas = 50;
+    assert_eq!(
+        plan("acme", &many, &s, &at(0))
+            .unwrap()
+            .children
+            .unwrap()
+            .deployment
+            .spec
+            .replicas,
+        Some(13)
+    );
+    s.capacity.hpa = Some(HpaSettings {
+        target_cpu_utilization: 60,
+    });
+    let c = plan("acme", &many, &s, &at(0)).unwrap().children.unwrap();
+    assert_eq!(c.deployment.spec.replicas, None, "the HPA owns replicas");
+    let hpa = c.hpa.unwrap().spec;
+    assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(13), 50));
+}
+
+#[test]
+fn host_network_and_credentials() {
+    let mut s = settings();
+    s.rtp.mode = RtpMode::HostNetwork;
+    s.store.credentials_secret = Some("opname-store".into());
+    s.store
+        .env
+        .insert("AWS_ENDPOINT".into(), "https://s3.example".into());
+    let c = plan("acme", &[policy("alice", 1, &["1001"])], &s, &at(0))
+        .unwrap()
+        .children
+        .unwrap();
+    let pod = c.deployment.spec.template.spec.unwrap();
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    let ctr = &pod.containers[0];
+    let env = ctr.env.as_ref().unwrap();
+    assert_eq!(
+        env.iter()
+            .find(|e| e.name == "OPNAME_RTP_ADVERTISE")
+            .unwrap()
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
+        "status.hostIP"
+    );
+    assert_eq!(
+        env.iter()
+            .find(|e| e.name == "AWS_ENDPOINT")
+            .unwrap()
+            .value
+            .as_deref(),
+        Some("https://s3.example")
+    );
+    assert_eq!(
+        ctr.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name,
+        "opname-store"
+    );
+    let yaml = &c.config_map.data.unwrap()[CONFIG_KEY];
+    assert!(
+        !yaml.contains("secret") && !yaml.contains("AWS_"),
+        "credentials never in the ConfigMap"
+    );
+}
+
+#[test]
+fn identity_conflict_older_wins_event_once_and_clears() {
+    let alice = policy("alice", 1, &["1001", "sip:alice@pbx"]);
+    let mallory = policy("mallory", 5, &["sip:+1001@elsewhere", "1666"]);
+    let now = at(10);
+    let p = plan("acme", &[mallory.clone(), alice.clone()], &settings(), &now).unwrap();
+    let config = config_of(&p);
+    assert_eq!(
+        config.policies[1].identities,
+        ["1666"],
+        "the contested identity stays with the older policy"
+    );
+    let st = &p.statuses["mallory"];
+    let ready = st.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "IdentityConflict")
+    );
+    let conflict = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "IdentityConflict")
+        .unwrap();
+    assert_eq!(conflict.status, "True");
+    assert!(
+        conflict.message.contains("policy alice"),
+        "{}",
+        conflict.message
+    );
+    assert_eq!(p.statuses["alice"].conditions[1].status, "False");
+    assert_eq!(p.events.len(), 1);
+    assert_eq!(
+        (
+            p.events[0].policy.as_str(),
+            p.events[0].reason,
+            p.events[0].warning
+        ),
+        ("mallory", "IdentityConflict", true)
+    );
+    // Reconciled again with the status written: no second event, transition time kept.
+    let mut m2 = mallory.clone();
+    m2.status = Some(st.clone());
+    let again = plan("acme", &[m2.clone(), alice.clone()], &settings(), &at(500)).unwrap();
+    assert!(again.events.is_empty());
+    assert_eq!(
+        again.statuses["mallory"].conditions[1].last_transition_time,
+        now
+    );
+    // The conflict resolved: Normal event, Ready again.
+    m2.spec.identities = vec!["1666".into()];
+    let fixed = plan("acme", &[m2, alice], &settings(), &at(900)).unwrap();
+    assert_eq!(fixed.events[0].reason, "IdentityConflictResolved");
+    assert!(!fixed.events[0].warning);
+    assert_eq!(fixed.statuses["mallory"].conditions[0].status, "True");
+    assert_eq!(
+        fixed.statuses["mallory"].conditions[1].last_transition_time,
+        at(900)
+    );
+}
+
+#[test]
+fn suspended_or_deleted_policies_leave_no_fleet() {
+    let mut a = policy("alice", 1, &["1001"]);
+    a.spec.suspended = true;
+    let p = plan("acme", &[a.clone()], &settings(), &at(0)).unwrap();
+    assert!(p.children.is_none());
+    assert_eq!(p.statuses["alice"].conditions[0].reason, "Suspended");
+    assert_eq!(
+        p.statuses["alice"].fleet,
+        Some(FleetStatus {
+            replicas: 0,
+            policies: 0
+        })
+    );
+    let mut b = policy("bob", 2, &["1001"]);
+    b.metadata.deletion_timestamp = Some(at(3));
+    assert!(
+        plan("acme", &[b], &settings(), &at(4))
+            .unwrap()
+            .children
+            .is_none()
+    );
+    // A suspended policy claims nothing: another may use its devices.
+    let c = policy("carol", 9, &["1001"]);
+    let p = plan("acme", &[a, c], &settings(), &at(0)).unwrap();
+    assert_eq!(config_of(&p).policies[0].name, "carol");
+    assert_eq!(p.statuses["carol"].conditions[1].status, "False");
+}

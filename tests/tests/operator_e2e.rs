@@ -1,0 +1,489 @@
+//! The chain YAML → operator → recorder → recording, without a cluster: the examples are applied
+//! to the API-server emulator, the real `opname-operator` reconciles them, the process kubelet
+//! runs `opname-recorder` from the Deployment it made, and a SIPp SIPREC call to that recorder is
+//! recorded under the applied policy.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opname_tests::apiserver::ApiServer;
+use opname_tests::audio::speech;
+use opname_tests::kubelet::Kubelet;
+use opname_tests::{Proc, bin, files_with, free_port, http_get, sipp_call, workspace};
+use serde_json::{Value, json};
+
+async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    for _ in 0..secs * 10 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn operator(server: &ApiServer, dir: &std::path::Path, settings: &std::path::Path) -> Proc {
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("operator.log"))
+        .unwrap();
+    Proc::spawn(
+        "opname-operator",
+        Command::new(bin("opname-operator"))
+            .args(["run", "--config"])
+            .arg(settings)
+            .args([
+                "--http",
+                &format!("127.0.0.1:{}", free_port()),
+                "--lease-namespace",
+                "opname-system",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info,opname_operator=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    )
+}
+
+fn one(server: &ApiServer, group: &str, version: &str, plural: &str) -> Option<Value> {
+    let items = server.list(group, version, plural, Some("acme"));
+    assert!(items.len() <= 1, "at most one {plural}: {items:?}");
+    items.into_iter().next()
+}
+
+fn recorder_config(server: &ApiServer) -> Option<opname_recorder::config::Config> {
+    let cm = one(server, "", "v1", "configmaps")?;
+    opname_recorder::config::Config::parse(cm["data"]["recorder.yaml"].as_str()?).ok()
+}
+
+fn condition(p: &Value, type_: &str) -> Option<(String, String)> {
+    p["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().into(),
+                c["reason"].as_str().unwrap_or_default().into(),
+            )
+        })
+}
+
+fn policy(server: &ApiServer, name: &str) -> Value {
+    server
+        .list("opname.dev", "v1alpha1", "recordingpolicies", Some("acme"))
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == name)
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_yaml_to_recording_through_operator_and_recorder() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let server = Arc::new(ApiServer::start(&workspace().join("crds")).await);
+    let store = dir.join("store");
+    let settings = dir.join("operator.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "recorder:\n  image: opname-recorder:dev\n  drainSeconds: 5\nstore:\n  url: file://{}\n  prefix: recordings\ncapacity:\n  minReplicas: 1\n  maxReplicas: 1\n",
+            store.display()
+        ),
+    )
+    .unwrap();
+    let kubelet = Kubelet::start(
+        server.clone(),
+        HashMap::from([("opname-recorder".to_string(), bin("opname-recorder"))]),
+        dir.join("pods"),
+    );
+    let mut op = operator(&server, dir, &settings);
+
+    // Everything in examples/ is accepted as written.
+    for f in files_with(&workspace().join("examples"), ".yaml") {
+        for (code, body) in server
+            .create_yaml(&std::fs::read_to_string(&f).unwrap())
+            .await
+        {
+            assert_eq!(code, 201, "{}: {body}", f.display());
+        }
+    }
+
+    // The fleet appears with both users compiled in.
+    wait_for("the recorder ConfigMap", 30, || {
+        recorder_config(&server).is_some_and(|c| c.policies.len() == 2)
+    })
+    .await;
+    let config = recorder_config(&server).unwrap();
+    assert_eq!(config.namespace, "acme");
+    assert_eq!(config.policies[0].user, "alice@acme.example");
+    assert_eq!(
+        config.policies[1].mode,
+        opname_recorder::config::Mode::OnDemand
+    );
+    let deployment = one(&server, "apps", "v1", "deployments").expect("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"],
+        json!(["serve", "--config", "/etc/opname/recorder.yaml"])
+    );
+    let service = one(&server, "", "v1", "services").expect("Service");
+    assert_eq!(service["spec"]["ports"].as_array().unwrap().len(), 2);
+    assert!(
+        one(&server, "policy", "v1", "poddisruptionbudgets").is_some(),
+        "PDB"
+    );
+    let owners = deployment["metadata"]["ownerReferences"]
+        .as_array()
+        .unwrap();
+    assert_eq!(owners.len(), 2, "owned by both policies");
+    wait_for("Ready on alice", 10, || {
+        condition(&policy(&server, "alice"), "Ready") == Some(("True".into(), "Compiled".into()))
+    })
+    .await;
+    assert_eq!(policy(&server, "alice")["status"]["observedGeneration"], 1);
+
+    // The kubelet runs the recorder; a SIPp call from Alice's mobile is recorded under her policy.
+    wait_for("a running recorder", 30, || {
+        kubelet
+            .endpoints("acme")
+            .iter()
+            .any(|(_, h)| http_get(*h, "/healthz").is_ok_and(|(c, _)| c == 200))
+    })
+    .await;
+    let (sip, _) = kubelet.endpoints("acme")[0];
+    speech(
+        dir,
+        "caller",
+        "This call is recorded for Alice.",
+        "en-us",
+        0.2,
+        3.0,
+    );
+    speech(dir, "callee", "Understood, thank you.", "en-gb", 1.5, 3.0);
+    sipp_call(
+        sip,
+        "u1",
+        dir,
+        "sip:+31612345678@sbc.example",
+        "sip:+4930123456@carrier.example",
+        3000,
+    );
+    wait_for("the recording in the store", 10, || {
+        files_with(&store, ".json").len() == 1
+    })
+    .await;
+    let json_file = &files_with(&store, ".json")[0];
+    let record: Value = serde_json::from_slice(&std::fs::read(json_file).unwrap()).unwrap();
+    assert_eq!(record["user"], "alice@acme.example");
+    assert_eq!(record["policy"], "alice");
+    assert_eq!(record["retentionDays"], 90);
+    assert!(
+        json_file
+            .to_string_lossy()
+            .contains("/recordings/r90/acme/"),
+        "retention class and namespace in the key: {}",
+        json_file.display()
+    );
+    assert!(json_file.with_extension("opus").exists());
+
+    // A policy change reaches the running recorder through the ConfigMap, without a restart.
+    let pod_before = kubelet.pods.lock().unwrap()[0].name.clone();
+    let (code, body) = server
+        .request(
+            "PATCH",
+            "/apis/opname.dev/v1alpha1/namespaces/acme/recordingpolicies/bob",
+            "application/merge-patch+json",
+            r#"{"spec":{"retentionDays":45}}"#,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["metadata"]["generation"], 2);
+    wait_for("the ConfigMap to follow", 20, || {
+        recorder_config(&server).is_some_and(|c| c.policies[1].retention_days == 45)
+    })
+    .await;
+    wait_for("observedGeneration 2", 10, || {
+        policy(&server, "bob")["status"]["observedGeneration"] == 2
+    })
+    .await;
+    let pods = kubelet
+        .pods
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(pods, [pod_before.clone()], "no restart for a policy change");
+    let pod_log = dir.join("pods/acme").join(&pod_before).join("log");
+    wait_for("the recorder to reload", 10, || {
+        std::fs::read_to_string(&pod_log)
+            .unwrap_or_default()
+            .contains("policies reloaded")
+    })
+    .await;
+
+    // Two policies claiming one identity: the newer one gets the condition and an Event.
+    let mallory = r#"{"apiVersion":"opname.dev/v1alpha1","kind":"RecordingPolicy","metadata":{"name":"mallory","namespace":"acme"},"spec":{"user":"mallory@acme.example","identities":["tel:+31612345678","1666"],"retentionDays":7}}"#;
+    let (code, body) = server
+        .request(
+            "POST",
+            "/apis/opname.dev/v1alpha1/namespaces/acme/recordingpolicies",
+            "application/json",
+            mallory,
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    wait_for("IdentityConflict on mallory", 20, || {
+        condition(&policy(&server, "mallory"), "IdentityConflict").is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    assert_eq!(
+        condition(&policy(&server, "mallory"), "Ready").unwrap().1,
+        "IdentityConflict"
+    );
+    assert_eq!(
+        condition(&policy(&server, "alice"), "IdentityConflict")
+            .unwrap()
+            .0,
+        "False"
+    );
+    wait_for("the conflict Event", 10, || {
+        server
+            .list("events.k8s.io", "v1", "events", Some("acme"))
+            .iter()
+            .any(|e| {
+                e["reason"] == "IdentityConflict"
+                    && e["regarding"]["name"] == "mallory"
+                    && e["type"] == "Warning"
+            })
+    })
+    .await;
+    let config = recorder_config(&server).unwrap();
+    let mallory_ids = &config
+        .policies
+        .iter()
+        .find(|p| p.name == "mallory")
+        .unwrap()
+        .identities;
+    assert_eq!(
+        mallory_ids,
+        &["1666"],
+        "the contested identity stays with alice"
+    );
+    // Resolved: the condition clears itself.
+    let (code, _) = server
+        .request(
+            "PATCH",
+            "/apis/opname.dev/v1alpha1/namespaces/acme/recordingpolicies/mallory",
+            "application/merge-patch+json",
+            r#"{"spec":{"identities":["1666"]}}"#,
+        )
+        .await;
+    assert_eq!(code, 200);
+    wait_for("the conflict to clear", 20, || {
+        condition(&policy(&server, "mallory"), "IdentityConflict")
+            .is_some_and(|(s, _)| s == "False")
+    })
+    .await;
+
+    // Kill the operator and start another: nothing duplicated, nothing lost, nothing recreated.
+    let uid = one(&server, "apps", "v1", "deployments").unwrap()["metadata"]["uid"].clone();
+    op.signal("KILL");
+    op.wait_exit(Duration::from_secs(5));
+    let rv_before = server.resource_version();
+    let _op2 = operator(&server, dir, &settings);
+    // The new replica waits for the dead one's lease (15 s) before reconciling.
+    let log = || std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default();
+    for _ in 0..400 {
+        if log().matches("starting the controller").count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        log().matches("starting the controller").count() >= 2,
+        "the second operator did not take over:\n{}",
+        log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = one(&server, "apps", "v1", "deployments").unwrap();
+    assert_eq!(d["metadata"]["uid"], uid, "same Deployment, not recreated");
+    assert_eq!(server.list("", "v1", "configmaps", Some("acme")).len(), 1);
+    assert_eq!(recorder_config(&server).unwrap().policies.len(), 3);
+    assert!(server.resource_version() >= rv_before);
+
+    // Deleting every policy removes the fleet (owner-reference garbage collection).
+    for name in ["alice", "bob", "mallory"] {
+        let (code, body) = server
+            .request(
+                "DELETE",
+                &format!("/apis/opname.dev/v1alpha1/namespaces/acme/recordingpolicies/{name}"),
+                "application/json",
+                "",
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    wait_for("the fleet to go", 10, || {
+        ["configmaps", "services"]
+            .iter()
+            .all(|p| server.list("", "v1", p, Some("acme")).is_empty())
+            && server
+                .list("apps", "v1", "deployments", Some("acme"))
+                .is_empty()
+            && server
+                .list("policy", "v1", "poddisruptionbudgets", Some("acme"))
+                .is_empty()
+    })
+    .await;
+    wait_for("the recorder pod to stop", 10, || {
+        kubelet.endpoints("acme").is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_resources_are_refused_with_clear_messages() {
+    let server = ApiServer::start(&workspace().join("crds")).await;
+    let path = "/apis/opname.dev/v1alpha1/namespaces/acme/recordingpolicies";
+    let policy = |spec: &str| {
+        format!(
+            r#"{{"apiVersion":"opname.dev/v1alpha1","kind":"RecordingPolicy","metadata":{{"name":"p"}},"spec":{spec}}}"#
+        )
+    };
+    let cases = [
+        (
+            r#"{"user":"u","identities":["1001"]}"#,
+            "retentionDays: Required value",
+        ),
+        (
+            r#"{"user":"u","identities":["1001"],"retentionDays":0}"#,
+            "should be greater than or equal to 1",
+        ),
+        (
+            r#"{"user":"u","identities":["1001"],"retentionDays":4000}"#,
+            "should be less than or equal to 3650",
+        ),
+        (
+            r#"{"user":"u","identities":[],"retentionDays":30}"#,
+            "at least 1 items",
+        ),
+        (
+            r#"{"user":"u","identities":["1001","1001"],"retentionDays":30}"#,
+            "Duplicate value",
+        ),
+        (
+            r#"{"user":"u","identities":["not a device!"],"retentionDays":30}"#,
+            "should match",
+        ),
+        (
+            r#"{"user":"u","identities":["1001"],"retentionDays":30,"mode":"Sometimes"}"#,
+            "Unsupported value",
+        ),
+        (
+            r#"{"user":"u","identities":["1001"],"retentionDays":30,"onDemand":{"keepCode":"*44"}}"#,
+            "onDemand settings are only allowed with mode OnDemand",
+        ),
+        (
+            r#"{"user":"u","identities":["1001"],"retentionDays":30,"mode":"OnDemand","onDemand":{"keepCode":"abc"}}"#,
+            "should match",
+        ),
+    ];
+    for (spec, message) in cases {
+        let (code, body) = server
+            .request("POST", path, "application/json", &policy(spec))
+            .await;
+        assert_eq!(code, 422, "{spec}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(message),
+            "{spec}: {body}"
+        );
+    }
+    // Defaults are applied; unknown fields are pruned (or refused with fieldValidation=Strict).
+    let (code, body) = server
+        .request(
+            "POST",
+            path,
+            "application/json",
+            &policy(r#"{"user":"u","identities":["1001"],"retentionDays":30,"colour":"blue"}"#),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["spec"]["mode"], "Always");
+    assert_eq!(body["spec"]["suspended"], false);
+    assert!(body["spec"].get("colour").is_none());
+    let strict = policy(r#"{"user":"u","identities":["1001"],"retentionDays":30,"colour":"blue"}"#)
+        .replace("\"p\"", "\"q\"");
+    let (code, body) = server
+        .request(
+            "POST",
+            &format!("{path}?fieldValidation=Strict"),
+            "application/json",
+            &strict,
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour: unknown field"),
+        "{body}"
+    );
+
+    // A BulkExport's spec is immutable (CEL transition rule) and its link lifetime bounded.
+    let bex = "/apis/opname.dev/v1alpha1/namespaces/acme/bulkexports";
+    let export = |ttl: &str| {
+        format!(
+            r#"{{"apiVersion":"opname.dev/v1alpha1","kind":"BulkExport","metadata":{{"name":"e"}},"spec":{{"month":"2026-10","linkTTL":"{ttl}"}}}}"#
+        )
+    };
+    let (code, body) = server
+        .request("POST", bex, "application/json", &export("200h"))
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("at most 168h"),
+        "{body}"
+    );
+    let (code, body) = server
+        .request("POST", bex, "application/json", &export("72h"))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = server
+        .request(
+            "PATCH",
+            &format!("{bex}/e"),
+            "application/merge-patch+json",
+            r#"{"spec":{"month":"2026-11"}}"#,
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be changed"),
+        "{body}"
+    );
+    let (code, _) = server
+        .request(
+            "POST",
+            bex,
+            "application/json",
+            &export("72h")
+                .replace("2026-10", "2026-13")
+                .replace("\"e\"", "\"f\""),
+        )
+        .await;
+    assert_eq!(code, 422, "month 13");
+}
