@@ -219,7 +219,11 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         .iter()
         .map(|p| p.name.clone())
         .collect::<Vec<_>>();
-    assert_eq!(pods, [pod_before.clone()], "no restart for a policy change");
+    assert_eq!(
+        pods,
+        std::slice::from_ref(&pod_before),
+        "no restart for a policy change"
+    );
     let pod_log = dir.join("pods/acme").join(&pod_before).join("log");
     wait_for("the recorder to reload", 10, || {
         std::fs::read_to_string(&pod_log)
