@@ -1,0 +1,110 @@
+//! The Helm chart renders and lints with Helm's own code (PyPI `helm-python-sdk`), for the
+//! default values and for the other modes, and what it renders is what the operator reads.
+
+use std::process::Command;
+
+use opname_operator::settings::{RtpMode, Settings};
+use opname_tests::workspace;
+use serde_json::{Value, json};
+
+fn render(values: Value) -> (Value, Vec<Value>) {
+    let probe = Command::new("python3")
+        .args(["-c", "import helm_python"])
+        .status()
+        .expect("python3");
+    assert!(
+        probe.success(),
+        "helm-python-sdk is not installed: pip install helm-python-sdk (bash .ci/run installs it)"
+    );
+    let out = Command::new("python3")
+        .arg(workspace().join("tests/helm/render_chart.py"))
+        .arg(workspace().join("charts/opname"))
+        .arg(values.to_string())
+        .output()
+        .expect("render_chart.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut docs = Vec::new();
+    for (path, text) in v["manifests"].as_object().unwrap() {
+        if !path.ends_with(".yaml") {
+            continue;
+        }
+        let parsed: Vec<Value> = serde_saphyr::from_multiple(text.as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        docs.extend(parsed.into_iter().filter(|d| d.is_object()));
+    }
+    (v["lint"].clone(), docs)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn settings_of(docs: &[Value]) -> Settings {
+    let cm = find(docs, "ConfigMap")[0];
+    Settings::parse(cm["data"]["operator.yaml"].as_str().unwrap())
+        .expect("the rendered operator.yaml is valid")
+}
+
+#[test]
+fn default_values_render_lint_and_configure_the_operator() {
+    let (lint, docs) = render(json!({}));
+    assert!(lint["errors"].as_array().unwrap().is_empty(), "{lint}");
+    let severe: Vec<&Value> = lint["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["severity"].as_i64() >= Some(2))
+        .collect();
+    assert!(severe.is_empty(), "lint warnings/errors: {severe:?}");
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+    ] {
+        assert_eq!(find(&docs, kind).len(), 1, "{kind}");
+    }
+    let s = settings_of(&docs);
+    assert_eq!(s.store.url, "s3://opname-recordings");
+    assert_eq!(s.store.credentials_secret.as_deref(), Some("opname-store"));
+    assert_eq!(s.capacity.max_calls_per_replica, 200);
+    assert_eq!(s.rtp.mode, RtpMode::PodNetwork);
+    // Least privilege: no wildcards, no secrets, leases only in the release namespace.
+    let rules = &find(&docs, "ClusterRole")[0]["rules"];
+    let text = rules.to_string();
+    assert!(
+        !text.contains('*') && !text.contains("secrets") && !text.contains("leases"),
+        "{text}"
+    );
+    let deployment = find(&docs, "Deployment")[0];
+    let ctr = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(ctr["args"][0], "run");
+    assert_eq!(ctr["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(deployment["spec"]["replicas"], 2);
+}
+
+#[test]
+fn other_modes_render_too() {
+    let (lint, docs) = render(json!({
+        "store": {"url": "file:///var/lib/opname", "credentialsSecret": null, "env": {}},
+        "capacity": {"hpa": {"targetCpuUtilization": 60}, "minReplicas": 1},
+        "rtp": {"mode": "HostNetwork"},
+        "recorder": {"resources": {"cpuLimit": "2"}}
+    }));
+    assert!(lint["errors"].as_array().unwrap().is_empty(), "{lint}");
+    let s = settings_of(&docs);
+    assert_eq!(s.rtp.mode, RtpMode::HostNetwork);
+    assert_eq!(s.capacity.hpa.unwrap().target_cpu_utilization, 60);
+    assert_eq!(s.store.credentials_secret, None);
+    assert_eq!(s.recorder.resources.cpu_limit.as_deref(), Some("2"));
+    assert_eq!(s.capacity.min_replicas, 1);
+}
