@@ -507,9 +507,9 @@ fn main() {
         20_000.0 / single
     );
     println!(
-        "| calls | recorder CPU (1 core) | recorder µs per call-frame | libopus alone, N encoders, µs | overhead vs libopus | RSS per call | recordings ok | lost | late | generator late frames | BYE→stored p99 / max | |"
+        "| calls | recorder CPU (1 core) | recorder µs per call-frame | libopus alone, N encoders, µs | overhead vs libopus (time) | recorder CPU samples: libopus / kernel / own code | RSS per call | recordings ok | lost | late | generator late frames | BYE→stored p99 / max | |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut best = 0;
     for n in ns {
         // One full 16 s loop of the conversation per encoder: the same audio the recorder's
