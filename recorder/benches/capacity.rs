@@ -398,7 +398,7 @@ fn pipeline_alone(calls: usize, frames_per_call: usize, audio: &[PathBuf; 2]) ->
     };
     let t0 = Instant::now();
     let mut recs: Vec<Recording<Counter>> = (0..calls)
-        .map(|i| Recording::new(Counter(0), &streams, &settings, i as u32, t0).unwrap())
+        .map(|i| Recording::new(Counter(0), &streams, &settings, i as u32, None, t0).unwrap())
         .collect();
     let from: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
     let mut pkt = [0u8; 172];

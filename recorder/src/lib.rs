@@ -6,6 +6,7 @@
 pub mod body;
 pub mod codec;
 pub mod config;
+pub mod dtmf;
 pub mod identity;
 pub mod jitter;
 pub mod loadgen;

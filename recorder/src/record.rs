@@ -54,6 +54,9 @@ pub struct RecordingRecord {
     pub audio: AudioObject,
     pub retention_days: u32,
     pub retain_until: jiff::Timestamp,
+    /// On demand: when the user keyed the keep code (the whole call is kept, from its start).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept_at: Option<jiff::Timestamp>,
     /// False when the recording was cut (RTP timeout, shutdown, lost ACK).
     pub complete: bool,
     pub end_reason: EndReason,

@@ -10,7 +10,8 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::codec::{CodecError, Decoder};
+use crate::codec::{ALAW, CodecError, Decoder, ULAW};
+use crate::dtmf::{InBand, KeepCode};
 use crate::jitter::{JitterBuffer, Stats};
 use crate::ogg::OggOpusWriter;
 use crate::sdp::Codec;
@@ -45,6 +46,8 @@ struct StreamState {
     last_packet: Option<Instant>,
     foreign: u64,
     unknown_payload: u64,
+    /// In-band DTMF detection, on the user's G.711 streams without telephone-event (on demand).
+    in_band: Option<InBand>,
 }
 
 /// Per-stream statistics for the record.
@@ -74,6 +77,16 @@ pub struct Summary {
     pub streams: Vec<StreamReport>,
     pub pauses: Vec<Pause>,
     pub sample_rate: u32,
+    /// On demand: seconds from the start when the user keyed the keep code.
+    pub kept_at: Option<f64>,
+}
+
+/// What on-demand recording listens for.
+#[derive(Debug, Clone)]
+pub struct KeepSpec {
+    pub code: String,
+    /// Labels of the user's own streams; `None` when the metadata does not say (then any stream).
+    pub user_labels: Option<Vec<String>>,
 }
 
 pub struct Recording<W: Write> {
@@ -91,6 +104,8 @@ pub struct Recording<W: Write> {
     mix: Vec<i16>,
     pcm: Vec<i16>,
     packet: Vec<u8>,
+    keep: Option<(KeepSpec, KeepCode)>,
+    kept_at: Option<f64>,
 }
 
 /// 16 kHz when any stream is wideband, else the G.711 rate: Opus takes 8 kHz natively and
@@ -112,6 +127,7 @@ impl<W: Write> Recording<W> {
         streams: &[MediaStream],
         audio: &AudioSettings,
         serial: u32,
+        keep: Option<KeepSpec>,
         now: Instant,
     ) -> Result<Self, RecordingError> {
         let rate = mixing_rate(streams);
@@ -144,6 +160,11 @@ impl<W: Write> Recording<W> {
             mix: vec![0; 2 * frame],
             pcm: vec![0; 5760],
             packet: vec![0; 1500],
+            keep: keep.map(|k| {
+                let code = KeepCode::new(&k.code);
+                (k, code)
+            }),
+            kept_at: None,
         };
         rec.update(streams, now)?;
         Ok(rec)
@@ -185,6 +206,15 @@ impl<W: Write> Recording<W> {
                     s
                 }
                 None => StreamState {
+                    in_band: self
+                        .keep
+                        .as_ref()
+                        .is_some_and(|(k, _)| {
+                            is_user_stream(k, spec)
+                                && spec.telephone_event.is_none()
+                                && matches!(codec, Some(Codec::Pcmu | Codec::Pcma))
+                        })
+                        .then(InBand::new),
                     spec: spec.clone(),
                     jitter: JitterBuffer::new(
                         self.rate,
@@ -244,9 +274,33 @@ impl<W: Write> Recording<W> {
         };
         s.last_packet = Some(now);
         let pt = rtp.payload_type();
-        let Some((audio_pt, _)) = s.spec.codec else {
+        let Some((audio_pt, audio_codec)) = s.spec.codec else {
             return;
         };
+        if let Some((spec, code)) = &mut self.keep
+            && self.kept_at.is_none()
+            && is_user_stream(spec, &s.spec)
+        {
+            let keyed = if Some(pt) == s.spec.telephone_event {
+                code.on_event(rtp.timestamp(), rtp.payload())
+            } else if let (Some(det), true) = (&mut s.in_band, pt == audio_pt) {
+                let table = if audio_codec == Codec::Pcma {
+                    &ALAW
+                } else {
+                    &ULAW
+                };
+                let n = rtp.payload().len().min(self.pcm.len());
+                for (o, b) in self.pcm[..n].iter_mut().zip(rtp.payload()) {
+                    *o = table[*b as usize];
+                }
+                det.push(&self.pcm[..n]).is_some_and(|d| code.on_digit(d))
+            } else {
+                false
+            };
+            if keyed {
+                self.kept_at = Some(now.saturating_duration_since(self.start).as_secs_f64());
+            }
+        }
         if pt != audio_pt {
             // telephone-event (DTMF) and comfort noise carry no audio to record.
             if Some(pt) != s.spec.telephone_event && pt != 13 {
@@ -332,9 +386,16 @@ impl<W: Write> Recording<W> {
                 streams,
                 pauses: self.pauses,
                 sample_rate: self.rate,
+                kept_at: self.kept_at,
             },
         ))
     }
+}
+
+fn is_user_stream(k: &KeepSpec, s: &MediaStream) -> bool {
+    k.user_labels
+        .as_ref()
+        .is_none_or(|labels| s.label.as_ref().is_some_and(|l| labels.contains(l)))
 }
 
 fn report(s: &StreamState) -> StreamReport {

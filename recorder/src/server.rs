@@ -22,7 +22,7 @@ use crate::config::{Config, PolicyTable};
 use crate::metadata::Metadata;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::record::{self, AudioObject, RecordingRecord};
-use crate::recording::{AudioSettings, Recording, RecordingError};
+use crate::recording::{AudioSettings, KeepSpec, Recording, RecordingError};
 use crate::sip::{Framing, MAX_MESSAGE, frame_stream};
 use crate::siprec::{
     Action, CallRef, CoreConfig, EndReason, MediaStream, Peer, Srs, StartRecording, Transport,
@@ -513,7 +513,11 @@ fn start_call(
     };
     let now = Instant::now();
     let serial = uuid::Uuid::parse_str(&id).map_or(0, |u| u.as_u128() as u32);
-    let recording = Recording::new(writer, &start.streams, &shared.audio, serial, now)?;
+    let keep = start.policy.keep_code.as_ref().map(|code| KeepSpec {
+        code: code.clone(),
+        user_labels: user_labels(&start),
+    });
+    let recording = Recording::new(writer, &start.streams, &shared.audio, serial, keep, now)?;
     tracing::info!(
         id,
         user = start.policy.user,
@@ -534,6 +538,24 @@ fn start_call(
         shared,
     ));
     Ok(tx)
+}
+
+/// Labels of the streams the recorded user sends, from the metadata's stream associations;
+/// `None` when the metadata does not associate them (then any stream may carry the keep code).
+fn user_labels(start: &StartRecording) -> Option<Vec<String>> {
+    let md = &start.metadata;
+    let user = md.participants.iter().find(|p| {
+        p.aor
+            .as_deref()
+            .and_then(crate::identity::normalize)
+            .is_some_and(|k| k.to_string() == start.matched_identity)
+    })?;
+    let labels: Vec<String> = user
+        .send
+        .iter()
+        .filter_map(|sid| md.streams.iter().find(|s| s.id == *sid)?.label.clone())
+        .collect();
+    (!labels.is_empty()).then_some(labels)
 }
 
 struct MediaTask {
@@ -617,6 +639,24 @@ fn finalise(t: MediaTask, reason: EndReason, shared: &Shared) -> Result<(), Reco
     let ended = Instant::now();
     let (mut writer, summary) = t.recording.finish(ended)?;
     writer.flush()?;
+    if t.start.policy.mode == crate::config::Mode::OnDemand && summary.kept_at.is_none() {
+        // The user did not ask to keep this call: its audio is destroyed, nothing is uploaded.
+        drop(writer);
+        std::fs::remove_file(&t.audio_path)?;
+        shared
+            .metrics
+            .recordings
+            .get_or_create(&OutcomeLabel {
+                outcome: "not-kept".into(),
+            })
+            .inc();
+        tracing::info!(
+            id = t.id,
+            user = t.start.policy.user,
+            "on-demand call ended without the keep code; discarded"
+        );
+        return Ok(());
+    }
     let end = jiff::Timestamp::now();
     let policy = &t.start.policy;
     let day = t.started.to_zoned(jiff::tz::TimeZone::UTC).date();
@@ -669,6 +709,11 @@ fn finalise(t: MediaTask, reason: EndReason, shared: &Shared) -> Result<(), Reco
         },
         retention_days: policy.retention_days,
         retain_until,
+        kept_at: summary.kept_at.and_then(|s| {
+            t.started
+                .checked_add(jiff::SignedDuration::from_secs_f64(s))
+                .ok()
+        }),
         complete: reason == EndReason::Bye,
         end_reason: reason,
         recorder: shared.recorder_name.clone(),

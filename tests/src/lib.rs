@@ -232,6 +232,22 @@ pub fn sipp_call(
     callee: &str,
     hold_ms: u64,
 ) -> std::process::Output {
+    sipp_call_with(target, transport, work, caller, callee, hold_ms, " 101", "")
+}
+
+/// As [`sipp_call`], choosing whether stream 2 offers telephone-event (`te2` is `" 101"` or `""`)
+/// and which digits the callee keys (`dtmf`: `""`, `"rfc4733:*44@2.0"`, `"inband:*44@2.0"`).
+#[allow(clippy::too_many_arguments)]
+pub fn sipp_call_with(
+    target: SocketAddr,
+    transport: &str,
+    work: &Path,
+    caller: &str,
+    callee: &str,
+    hold_ms: u64,
+    te2: &str,
+    dtmf: &str,
+) -> std::process::Output {
     require("sipp", "apt-get install sip-tester");
     let sipp_dir = workspace().join("tests/sipp");
     std::fs::copy(sipp_dir.join("rtp_send.py"), work.join("rtp_send.py")).unwrap();
@@ -273,6 +289,7 @@ pub fn sipp_call(
             "-d",
             &hold_ms.to_string(),
         ])
+        .args(["-key", "te2", te2, "-key", "dtmf", dtmf])
         .arg(target.to_string())
         .output()
         .expect("run sipp");

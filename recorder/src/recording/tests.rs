@@ -92,7 +92,7 @@ fn run_call(
     swap_pairs: bool,
 ) -> (Vec<u8>, Summary) {
     let t0 = Instant::now();
-    let mut rec = Recording::new(Vec::new(), streams, &settings(), 7, t0).unwrap();
+    let mut rec = Recording::new(Vec::new(), streams, &settings(), 7, None, t0).unwrap();
     let frames = seconds * 50;
     for k in 0..frames {
         let now = t0 + Duration::from_millis(20 * k as u64);
@@ -216,7 +216,7 @@ fn pause_is_silence_and_listed() {
         stream(1, 20002, Channel::Right),
     ];
     let t0 = Instant::now();
-    let mut rec = Recording::new(Vec::new(), &streams, &settings(), 1, t0).unwrap();
+    let mut rec = Recording::new(Vec::new(), &streams, &settings(), 1, None, t0).unwrap();
     let paused: Vec<MediaStream> = streams
         .iter()
         .cloned()
@@ -258,7 +258,7 @@ fn pause_is_silence_and_listed() {
 fn foreign_sources_are_dropped_and_a_mixed_stream_fills_both_channels() {
     let streams = [stream(0, 20000, Channel::Both)];
     let t0 = Instant::now();
-    let mut rec = Recording::new(Vec::new(), &streams, &settings(), 1, t0).unwrap();
+    let mut rec = Recording::new(Vec::new(), &streams, &settings(), 1, None, t0).unwrap();
     let intruder: SocketAddr = "10.9.9.9:666".parse().unwrap();
     for k in 0..50u32 {
         let now = t0 + Duration::from_millis(20 * k as u64);
@@ -311,6 +311,7 @@ fn wideband_calls_mix_at_16_khz() {
         &[g722, stream(1, 20002, Channel::Right)],
         &settings(),
         1,
+        None,
         t0,
     )
     .unwrap();
@@ -335,4 +336,40 @@ fn wideband_calls_mix_at_16_khz() {
             .sum::<u64>(),
         50
     );
+}
+
+#[test]
+fn only_the_users_own_stream_can_key_the_keep_code() {
+    let streams = [
+        stream(0, 20000, Channel::Left),
+        stream(1, 20002, Channel::Right),
+    ];
+    let keep = || {
+        Some(KeepSpec {
+            code: "*44".into(),
+            user_labels: Some(vec!["2".into()]),
+        })
+    };
+    let event = |digit: u8| [digit, 0x8a, 0, 160];
+    let t0 = Instant::now();
+    let play = |port: u16| {
+        let mut rec = Recording::new(Vec::new(), &streams, &settings(), 1, keep(), t0).unwrap();
+        for (k, d) in [10u8, 4, 4].into_iter().enumerate() {
+            let now = t0 + Duration::from_millis(500 + 200 * k as u64);
+            rec.on_packet(
+                port,
+                &rtp(k as u16, 8000 + 1600 * k as u32, 9, 101, &event(d)),
+                SRC,
+                now,
+            );
+        }
+        rec.finish(t0 + Duration::from_secs(2)).unwrap().1.kept_at
+    };
+    assert_eq!(
+        play(20000),
+        None,
+        "the other party keying *44 keeps nothing"
+    );
+    let kept = play(20002).expect("the user's *44 keeps the call");
+    assert!((kept - 0.9).abs() < 0.01, "{kept}");
 }
