@@ -336,6 +336,9 @@ pub fn recorder_config(
         },
         spool: rc::SpoolConfig {
             dir: SPOOL_DIR.into(),
+            // Stop taking new calls while three quarters of the emptyDir wait for the store.
+            high_water_bytes: quantity_bytes(&settings.recorder.spool_size)
+                .map_or(rc::SpoolConfig::default().high_water_bytes, |b| b / 4 * 3),
         },
         limits: rc::LimitsConfig {
             max_calls: settings.capacity.max_calls_per_replica,
@@ -347,6 +350,27 @@ pub fn recorder_config(
         },
         policies,
     }
+}
+
+/// Bytes of a Kubernetes quantity such as `4Gi`, `500M` or `1073741824`.
+fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 fn meta(namespace: &str, owners: &[OwnerReference]) -> ObjectMeta {

@@ -208,7 +208,7 @@ fn run(calls: usize, seconds: u64, audio: &[PathBuf; 2]) -> RunResult {
     std::fs::create_dir_all(&dir).unwrap();
     let sip = free_port();
     let config = format!(
-        "namespace: bench\nsip:\n  listen: 127.0.0.1:{sip}\nrtp:\n  bind: 127.0.0.1\n  portMin: 42000\n  portMax: 49999\nstore:\n  url: file://{}/store\n  prefix: recordings\nspool:\n  dir: {}/spool\nhttp:\n  listen: 127.0.0.1:{}\nlimits:\n  maxCalls: 5000\n  drainSeconds: 5\npolicies:\n  - name: alice\n    user: alice@bench.example\n    identities: [\"sip:alice@demo.example\"]\n    retentionDays: 30\n",
+        "namespace: bench\nsip:\n  listen: 127.0.0.1:{sip}\nrtp:\n  bind: 127.0.0.1\n  portMin: 42000\n  portMax: 49999\nstore:\n  url: file://{}/store\n  prefix: recordings\nspool:\n  dir: {}/spool\nhttp:\n  listen: 127.0.0.1:{}\nlimits:\n  maxCalls: 5000\n  drainSeconds: 5\n  maxCpuPercent: 1000\npolicies:\n  - name: alice\n    user: alice@bench.example\n    identities: [\"sip:alice@demo.example\"]\n    retentionDays: 30\n",
         dir.display(),
         dir.display(),
         free_port()

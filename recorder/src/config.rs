@@ -140,12 +140,16 @@ impl Default for StoreConfig {
 pub struct SpoolConfig {
     /// Local directory (an `emptyDir`) where recordings are written while calls run.
     pub dir: PathBuf,
+    /// Readiness turns false while more than this many bytes of finished recordings wait for
+    /// the store, so new calls go to other recorders; calls in progress continue.
+    pub high_water_bytes: u64,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("/var/spool/opname"),
+            high_water_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -159,6 +163,9 @@ pub struct LimitsConfig {
     pub retry_after_seconds: u32,
     /// On SIGTERM, how long active recordings may continue before they are cut.
     pub drain_seconds: u64,
+    /// New sessions get 503 while the process used more than this share of its CPUs (all
+    /// runtime threads) over the last second; recordings in progress are not touched.
+    pub max_cpu_percent: u32,
 }
 
 impl Default for LimitsConfig {
@@ -167,6 +174,7 @@ impl Default for LimitsConfig {
             max_calls: 200,
             retry_after_seconds: 5,
             drain_seconds: 3600,
+            max_cpu_percent: 90,
         }
     }
 }

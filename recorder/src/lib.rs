@@ -4,6 +4,7 @@
 //! `recording`, `ogg`); `server` owns sockets, timers and files; `store` the object storage.
 
 pub mod body;
+pub mod capacity;
 pub mod codec;
 pub mod config;
 pub mod dtmf;

@@ -33,6 +33,10 @@ pub struct Metrics {
     pub packets_lost: Counter,
     pub upload_seconds: Histogram,
     pub uploads_pending: Gauge,
+    /// Bytes of finished recordings waiting in the spool for the store.
+    pub spool_pending_bytes: Gauge,
+    /// Above this many pending bytes the recorder reports not ready, so new calls go elsewhere.
+    pub spool_high_water: std::sync::atomic::AtomicI64,
     pub errors: Family<KindLabel, Counter>,
     pub ready: AtomicBool,
 }
@@ -48,6 +52,8 @@ impl Metrics {
             packets_lost: Counter::default(),
             upload_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             uploads_pending: Gauge::default(),
+            spool_pending_bytes: Gauge::default(),
+            spool_high_water: std::sync::atomic::AtomicI64::new(i64::MAX),
             errors: Family::default(),
             ready: AtomicBool::new(true),
             registry: Registry::default(),
@@ -88,6 +94,11 @@ impl Metrics {
             m.uploads_pending.clone(),
         );
         registry.register("errors", "Errors by kind", m.errors.clone());
+        registry.register(
+            "spool_pending_bytes",
+            "Bytes of finished recordings waiting in the spool for upload",
+            m.spool_pending_bytes.clone(),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -111,10 +122,15 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
         .route(
             "/readyz",
             get(|State(m): State<Arc<Metrics>>| async move {
-                if m.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready")
-                } else {
+                if !m.ready.load(Ordering::Relaxed) {
                     (StatusCode::SERVICE_UNAVAILABLE, "draining")
+                } else if m.spool_pending_bytes.get() > m.spool_high_water.load(Ordering::Relaxed) {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "spool above its high-water mark: the store is not keeping up",
+                    )
+                } else {
+                    (StatusCode::OK, "ready")
                 }
             }),
         )

@@ -151,6 +151,49 @@ impl<W: Write> OggOpusWriter<W> {
     }
 }
 
+/// Makes a spool file left by a crash a valid Ogg stream: keeps the whole pages whose CRC
+/// checks, drops a torn last page, and marks the last kept page end-of-stream. Returns the
+/// granule position (48 kHz samples) of the last audio page, `None` when no audio page survived.
+pub fn repair(bytes: &mut Vec<u8>) -> Option<u64> {
+    let mut pos = 0;
+    let mut last: Option<(usize, usize)> = None;
+    let mut pages = 0;
+    while pos + 27 <= bytes.len() && &bytes[pos..pos + 4] == b"OggS" {
+        let segments = bytes[pos + 26] as usize;
+        let header = 27 + segments;
+        if pos + header > bytes.len() {
+            break;
+        }
+        let body: usize = bytes[pos + 27..pos + header]
+            .iter()
+            .map(|&b| b as usize)
+            .sum();
+        let end = pos + header + body;
+        if end > bytes.len() {
+            break;
+        }
+        let mut page = bytes[pos..end].to_vec();
+        let stored = u32::from_le_bytes([page[22], page[23], page[24], page[25]]);
+        page[22..26].copy_from_slice(&[0; 4]);
+        if crc32(&page) != stored {
+            break;
+        }
+        pages += 1;
+        last = Some((pos, end));
+        pos = end;
+    }
+    bytes.truncate(pos);
+    // Two header pages come first; without an audio page there is nothing to keep.
+    let (start, end) = last.filter(|_| pages > 2)?;
+    bytes[start + 5] |= 0x04;
+    bytes[start + 22..start + 26].copy_from_slice(&[0; 4]);
+    let crc = crc32(&bytes[start..end]);
+    bytes[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
+    let mut granule = [0u8; 8];
+    granule.copy_from_slice(&bytes[start + 6..start + 14]);
+    Some(u64::from_le_bytes(granule))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +202,36 @@ mod tests {
     fn crc_matches_ogg_reference() {
         // CRC of "OggS" pages is checked by the ogg crate below; this pins the polynomial.
         assert_eq!(crc32(b"123456789"), 0x89a1_897f);
+    }
+
+    #[test]
+    fn repair_keeps_whole_pages_and_ends_the_stream() {
+        let mut bytes = Vec::new();
+        {
+            let mut w = OggOpusWriter::new(&mut bytes, 7, 2, 8000, 312, "t").unwrap();
+            for _ in 0..(PACKETS_PER_PAGE * 3 + 10) {
+                w.write_audio(&[1u8; 40]).unwrap();
+            }
+            // A crash: dropped without `finish`, the last 10 packets never reach a page.
+        }
+        // And a torn page after the last whole one.
+        bytes.extend_from_slice(&b"OggS\0\0garbage"[..]);
+        let granule = repair(&mut bytes).unwrap();
+        assert_eq!(granule, 3 * PACKETS_PER_PAGE as u64 * GRANULE_PER_FRAME);
+        let mut r = ogg::PacketReader::new(std::io::Cursor::new(bytes.clone()));
+        let mut n = 0;
+        let mut eos = false;
+        while let Some(p) = r.read_packet().unwrap() {
+            n += 1;
+            eos |= p.last_in_stream();
+        }
+        assert_eq!(n, 2 + 3 * PACKETS_PER_PAGE);
+        assert!(eos, "the stream is ended");
+        // Nothing but headers: nothing to recover.
+        let mut only_headers = Vec::new();
+        drop(OggOpusWriter::new(&mut only_headers, 7, 2, 8000, 312, "t").unwrap());
+        assert_eq!(repair(&mut only_headers), None);
+        assert_eq!(repair(&mut b"not ogg".to_vec()), None);
     }
 
     #[test]

@@ -352,6 +352,11 @@ impl<W: Write> Recording<W> {
         Ok(())
     }
 
+    /// On demand: seconds from the start when the keep code was keyed, if it was.
+    pub fn kept_at(&self) -> Option<f64> {
+        self.kept_at
+    }
+
     /// Time since the last RTP packet on any stream, while not paused (for the RTP timeout).
     pub fn silent_for(&self, now: Instant) -> Option<Duration> {
         if self.paused_since.is_some() {

@@ -44,6 +44,7 @@ enum CoreInput {
         peer: Peer,
         data: Vec<u8>,
     },
+    Overloaded(bool),
     MediaEnded {
         call: CallRef,
         reason: EndReason,
@@ -94,6 +95,7 @@ struct UploadJob {
     audio: PathBuf,
     record: PathBuf,
     keys: Keys,
+    bytes: u64,
     ended: Instant,
 }
 
@@ -114,6 +116,10 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let metrics = Metrics::new();
+    metrics.spool_high_water.store(
+        i64::try_from(config.spool.high_water_bytes).unwrap_or(i64::MAX),
+        Ordering::Relaxed,
+    );
     let store = Store::open(&config.store.url, &config.store.prefix)?;
     std::fs::create_dir_all(&config.spool.dir)
         .map_err(|e| ServerError::Spool(config.spool.dir.clone(), e))?;
@@ -188,6 +194,10 @@ pub async fn run(
     if let Some(path) = config_path {
         tokio::spawn(config_watcher(path, shared.config.clone(), core_tx.clone()));
     }
+    tokio::spawn(cpu_monitor(
+        core_tx.clone(),
+        shared.config.limits.max_cpu_percent,
+    ));
     let core_task = tokio::spawn(core_loop(core, core_rx, udp, shared.clone()));
 
     // Drain: stop taking calls, let active ones finish within the grace, then cut the rest.
@@ -231,6 +241,29 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Samples the process's CPU time every second and tells the core when it crosses the limit.
+async fn cpu_monitor(tx: mpsc::Sender<CoreInput>, max_percent: u32) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut guard = crate::capacity::CpuGuard::new(max_percent, cpus);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(cpu) = crate::capacity::process_cpu_seconds() else {
+            return;
+        };
+        if let Some(overloaded) = guard.sample(cpu, Instant::now()) {
+            if overloaded {
+                tracing::warn!(max_percent, "CPU above its limit: refusing new sessions");
+            } else {
+                tracing::info!("CPU back below its limit: taking new sessions");
+            }
+            if tx.send(CoreInput::Overloaded(overloaded)).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -406,6 +439,7 @@ async fn core_loop(
                     CoreInput::TcpOpen { conn, tx } => { tcp.insert(conn, tx); Vec::new() }
                     CoreInput::TcpClosed { conn } => { tcp.remove(&conn); Vec::new() }
                     CoreInput::Drain => { core.drain(); Vec::new() }
+                    CoreInput::Overloaded(o) => { core.set_overloaded(o); Vec::new() }
                     CoreInput::HangUpAll => core.hang_up_all(now),
                 }
             }
@@ -525,18 +559,17 @@ fn start_call(
         "recording started"
     );
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(media_task(
-        MediaTask {
-            id,
-            audio_path,
-            start,
-            recording,
-            sockets,
-            started: jiff::Timestamp::now(),
-        },
-        rx,
-        shared,
-    ));
+    let task = MediaTask {
+        id,
+        audio_path,
+        start,
+        recording,
+        sockets,
+        started: jiff::Timestamp::now(),
+        kept_noted: false,
+    };
+    write_partial(&task, &shared);
+    tokio::spawn(media_task(task, rx, shared));
     Ok(tx)
 }
 
@@ -565,6 +598,8 @@ struct MediaTask {
     recording: Recording<SpoolWriter>,
     sockets: Vec<(u16, StdUdpSocket)>,
     started: jiff::Timestamp,
+    /// Whether the partial record already says the keep code was keyed.
+    kept_noted: bool,
 }
 
 async fn media_task(
@@ -595,6 +630,7 @@ async fn media_task(
                         }
                     }
                     t.start.streams = streams;
+                    write_partial(&t, &shared);
                 }
                 Some(CallCmd::Stop(reason)) => break reason,
                 None => break EndReason::Shutdown,
@@ -612,6 +648,10 @@ async fn media_task(
                             }
                         }
                     }
+                }
+                if !t.kept_noted && t.recording.kept_at().is_some() {
+                    t.kept_noted = true;
+                    write_partial(&t, &shared);
                 }
                 if let Err(e) = t.recording.tick(now) {
                     tracing::error!(id = t.id, error = %e, "encoding failed; ending the recording");
@@ -635,14 +675,110 @@ async fn media_task(
 }
 
 /// Closes the Ogg stream, writes the JSON record into the spool, and queues both for upload.
+/// The record of a recording as far as it is known when the call starts; finalising (or crash
+/// recovery) fills in the end, the audio and the statistics.
+fn initial_record(
+    start: &StartRecording,
+    id: &str,
+    started: jiff::Timestamp,
+    shared: &Shared,
+) -> RecordingRecord {
+    let policy = &start.policy;
+    let day = started.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let keys = shared
+        .store
+        .keys(policy.retention_days, &start.namespace, day, id);
+    let mut codecs: Vec<&'static str> = start
+        .streams
+        .iter()
+        .filter_map(|s| s.codec.map(|(_, c)| c.name()))
+        .collect();
+    codecs.dedup();
+    RecordingRecord {
+        schema: 1,
+        id: id.to_string(),
+        namespace: start.namespace.clone(),
+        user: policy.user.clone(),
+        policy: policy.name.clone(),
+        mode: policy.mode,
+        matched_identity: start.matched_identity.clone(),
+        participants: record::participants(&start.metadata, &[]),
+        siprec_session_id: start.metadata.session_id.clone(),
+        sip_call_ids: vec![start.sip_call_id.clone()],
+        correlation: start
+            .metadata
+            .correlation
+            .clone()
+            .into_iter()
+            .chain(start.correlation.clone())
+            .collect(),
+        start: started,
+        end: started,
+        duration_seconds: 0.0,
+        codecs,
+        pauses: Vec::new(),
+        streams: Vec::new(),
+        audio: AudioObject {
+            key: keys.audio.to_string(),
+            content_type: "audio/ogg; codecs=opus",
+            size: 0,
+            sha256: String::new(),
+            sample_rate: crate::recording::mixing_rate(&start.streams),
+            channels: 2,
+        },
+        retention_days: policy.retention_days,
+        retain_until: started,
+        kept_at: None,
+        complete: false,
+        end_reason: EndReason::Crashed,
+        recorder: shared.recorder_name.clone(),
+    }
+}
+
+fn retain_until(end: jiff::Timestamp, days: u32) -> jiff::Timestamp {
+    end.checked_add(jiff::SignedDuration::from_hours(24 * days as i64))
+        .unwrap_or(end)
+}
+
+fn partial_path(audio: &Path) -> PathBuf {
+    audio.with_extension("partial.json")
+}
+
+/// Writes a record atomically: a `.json` in the spool means "ready to upload".
+fn write_record(path: &Path, record: &RecordingRecord) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The partial record beside a recording in progress, for recovery after a crash.
+fn write_partial(t: &MediaTask, shared: &Shared) {
+    let mut record = initial_record(&t.start, &t.id, t.started, shared);
+    record.kept_at = t.recording.kept_at().map(|s| offset(t.started, s));
+    if let Err(e) = write_record(&partial_path(&t.audio_path), &record) {
+        tracing::warn!(id = t.id, error = %e, "cannot write the partial record");
+    }
+}
+
+fn offset(start: jiff::Timestamp, seconds: f64) -> jiff::Timestamp {
+    start
+        .checked_add(jiff::SignedDuration::from_secs_f64(seconds))
+        .unwrap_or(start)
+}
+
+/// Closes the Ogg stream, writes the JSON record into the spool, and queues both for upload.
 fn finalise(t: MediaTask, reason: EndReason, shared: &Shared) -> Result<(), RecordingError> {
     let ended = Instant::now();
+    let mut record = initial_record(&t.start, &t.id, t.started, shared);
     let (mut writer, summary) = t.recording.finish(ended)?;
     writer.flush()?;
+    let partial = partial_path(&t.audio_path);
     if t.start.policy.mode == crate::config::Mode::OnDemand && summary.kept_at.is_none() {
         // The user did not ask to keep this call: its audio is destroyed, nothing is uploaded.
         drop(writer);
         std::fs::remove_file(&t.audio_path)?;
+        let _ = std::fs::remove_file(&partial);
         shared
             .metrics
             .recordings
@@ -658,72 +794,31 @@ fn finalise(t: MediaTask, reason: EndReason, shared: &Shared) -> Result<(), Reco
         return Ok(());
     }
     let end = jiff::Timestamp::now();
-    let policy = &t.start.policy;
-    let day = t.started.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let keys = shared
-        .store
-        .keys(policy.retention_days, &t.start.namespace, day, &t.id);
-    let retain_until = end
-        .checked_add(jiff::SignedDuration::from_hours(
-            24 * policy.retention_days as i64,
-        ))
-        .unwrap_or(end);
-    let received: u64 = summary.streams.iter().map(|s| s.stats.received).sum();
-    let lost: u64 = summary.streams.iter().map(|s| s.stats.lost).sum();
-    shared.metrics.packets_received.inc_by(received);
-    shared.metrics.packets_lost.inc_by(lost);
-    let mut codecs: Vec<&'static str> = summary.streams.iter().filter_map(|s| s.codec).collect();
-    codecs.dedup();
-    let record = RecordingRecord {
-        schema: 1,
-        id: t.id.clone(),
-        namespace: t.start.namespace.clone(),
-        user: policy.user.clone(),
-        policy: policy.name.clone(),
-        mode: policy.mode,
-        matched_identity: t.start.matched_identity.clone(),
-        participants: record::participants(&t.start.metadata, &summary.streams),
-        siprec_session_id: t.start.metadata.session_id.clone(),
-        sip_call_ids: vec![t.start.sip_call_id.clone()],
-        correlation: t
-            .start
-            .metadata
-            .correlation
-            .clone()
-            .into_iter()
-            .chain(t.start.correlation.clone())
-            .collect(),
-        start: t.started,
-        end,
-        duration_seconds: summary.duration.as_secs_f64(),
-        codecs,
-        pauses: summary.pauses,
-        streams: summary.streams,
-        audio: AudioObject {
-            key: keys.audio.to_string(),
-            content_type: "audio/ogg; codecs=opus",
-            size: writer.bytes,
-            sha256: hex::encode(writer.hasher.finalize_reset()),
-            sample_rate: summary.sample_rate,
-            channels: 2,
-        },
-        retention_days: policy.retention_days,
-        retain_until,
-        kept_at: summary.kept_at.and_then(|s| {
-            t.started
-                .checked_add(jiff::SignedDuration::from_secs_f64(s))
-                .ok()
-        }),
-        complete: reason == EndReason::Bye,
-        end_reason: reason,
-        recorder: shared.recorder_name.clone(),
-    };
+    shared
+        .metrics
+        .packets_received
+        .inc_by(summary.streams.iter().map(|s| s.stats.received).sum());
+    shared
+        .metrics
+        .packets_lost
+        .inc_by(summary.streams.iter().map(|s| s.stats.lost).sum());
+    record.participants = record::participants(&t.start.metadata, &summary.streams);
+    record.codecs = summary.streams.iter().filter_map(|s| s.codec).collect();
+    record.codecs.dedup();
+    record.end = end;
+    record.duration_seconds = summary.duration.as_secs_f64();
+    record.pauses = summary.pauses;
+    record.streams = summary.streams;
+    record.audio.size = writer.bytes;
+    record.audio.sha256 = hex::encode(writer.hasher.finalize_reset());
+    record.audio.sample_rate = summary.sample_rate;
+    record.retain_until = retain_until(end, record.retention_days);
+    record.kept_at = summary.kept_at.map(|s| offset(t.started, s));
+    record.complete = reason == EndReason::Bye;
+    record.end_reason = reason;
     let record_path = t.audio_path.with_extension("json");
-    let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
-    // Written to a temporary name first: a `.json` in the spool means "ready to upload".
-    let tmp = t.audio_path.with_extension("json.tmp");
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, &record_path)?;
+    write_record(&record_path, &record)?;
+    let _ = std::fs::remove_file(&partial);
     shared
         .metrics
         .recordings
@@ -731,49 +826,144 @@ fn finalise(t: MediaTask, reason: EndReason, shared: &Shared) -> Result<(), Reco
             outcome: format!("{reason:?}").to_lowercase(),
         })
         .inc();
-    tracing::info!(id = t.id, key = %keys.audio, seconds = record.duration_seconds, "recording finished");
-    shared.metrics.uploads_pending.inc();
-    let _ = shared.upload_tx.send(UploadJob {
-        audio: t.audio_path,
-        record: record_path,
-        keys,
+    tracing::info!(id = t.id, key = %record.audio.key, seconds = record.duration_seconds, "recording finished");
+    enqueue(
+        shared,
+        t.audio_path,
+        record_path,
+        &record.audio.key,
+        writer.bytes,
         ended,
-    });
+    );
     Ok(())
 }
 
-/// Finished recordings left in the spool by an earlier run (store outage, restart) are queued.
+fn enqueue(
+    shared: &Shared,
+    audio: PathBuf,
+    record: PathBuf,
+    audio_key: &str,
+    bytes: u64,
+    ended: Instant,
+) {
+    let keys = Keys {
+        audio: object_store::path::Path::from(audio_key),
+        record: object_store::path::Path::from(
+            audio_key.trim_end_matches(".opus").to_string() + ".json",
+        ),
+    };
+    shared.metrics.uploads_pending.inc();
+    shared.metrics.spool_pending_bytes.inc_by(bytes as i64);
+    let _ = shared.upload_tx.send(UploadJob {
+        audio,
+        record,
+        keys,
+        bytes,
+        ended,
+    });
+}
+
+/// A recording the previous process was taking when it died: its whole Ogg pages are kept and
+/// uploaded as an incomplete recording with the metadata it had (unless it was an on-demand call
+/// nobody asked to keep).
+fn recover(partial: &Path, shared: &Shared) -> Result<(), RecoverError> {
+    let audio = partial.with_extension("").with_extension("opus");
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(partial)?)?;
+    let on_demand = record["mode"] == "OnDemand";
+    let mut bytes = std::fs::read(&audio).unwrap_or_default();
+    let granule = crate::ogg::repair(&mut bytes);
+    let (Some(granule), false) = (granule, on_demand && record["keptAt"].is_null()) else {
+        tracing::info!(file = %audio.display(), "nothing to recover from a crashed recording; removed");
+        let _ = std::fs::remove_file(&audio);
+        std::fs::remove_file(partial)?;
+        return Ok(());
+    };
+    std::fs::write(&audio, &bytes)?;
+    let seconds = granule as f64 / 48_000.0;
+    let start: jiff::Timestamp = record["start"]
+        .as_str()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| RecoverError::Record)?;
+    let end = offset(start, seconds);
+    let days = record["retentionDays"].as_u64().unwrap_or(1) as u32;
+    record["end"] = serde_json::json!(end);
+    record["durationSeconds"] = serde_json::json!(seconds);
+    record["retainUntil"] = serde_json::json!(retain_until(end, days));
+    record["audio"]["size"] = serde_json::json!(bytes.len());
+    record["audio"]["sha256"] = serde_json::json!(hex::encode(Sha256::digest(&bytes)));
+    record["complete"] = serde_json::json!(false);
+    record["endReason"] = serde_json::json!("crashed");
+    let key = record["audio"]["key"]
+        .as_str()
+        .ok_or(RecoverError::Record)?
+        .to_string();
+    let record_path = audio.with_extension("json");
+    let tmp = audio.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)?;
+    std::fs::rename(&tmp, &record_path)?;
+    std::fs::remove_file(partial)?;
+    tracing::warn!(file = %audio.display(), seconds, "recovered a recording interrupted by a crash; uploading it marked incomplete");
+    shared
+        .metrics
+        .recordings
+        .get_or_create(&OutcomeLabel {
+            outcome: "crashed".into(),
+        })
+        .inc();
+    enqueue(
+        shared,
+        audio,
+        record_path,
+        &key,
+        bytes.len() as u64,
+        Instant::now(),
+    );
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RecoverError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("partial record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("partial record lacks its start or key")]
+    Record,
+}
+
+/// Finished recordings left in the spool by an earlier run (store outage, restart) are queued;
+/// recordings interrupted by a crash are recovered first.
 fn requeue_spool(shared: &Shared) {
     let Ok(dir) = std::fs::read_dir(&shared.config.spool.dir) else {
         return;
     };
-    for entry in dir.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
+    let mut entries: Vec<PathBuf> = dir.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".partial.json"))
+    {
+        if path.with_extension("").with_extension("json").exists() {
+            // Finished before the crash: the final record wins.
+            let _ = std::fs::remove_file(path);
+        } else if let Err(e) = recover(path, shared) {
+            tracing::error!(file = %path.display(), error = %e, "cannot recover a crashed recording; left in place");
         }
+    }
+    for path in entries.iter().filter(|p| {
+        p.extension().is_some_and(|e| e == "json")
+            && !p.to_string_lossy().ends_with(".partial.json")
+    }) {
         let audio = path.with_extension("opus");
-        let key = std::fs::read(&path)
+        let key = std::fs::read(path)
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|v| v["audio"]["key"].as_str().map(str::to_string));
-        match key {
-            Some(k) if audio.exists() => {
-                let audio_key = object_store::path::Path::from(k.as_str());
-                let record_key = object_store::path::Path::from(
-                    k.trim_end_matches(".opus").to_string() + ".json",
-                );
+        match (key, std::fs::metadata(&audio)) {
+            (Some(k), Ok(meta)) => {
                 tracing::info!(file = %audio.display(), "re-queueing a finished recording from the spool");
-                shared.metrics.uploads_pending.inc();
-                let _ = shared.upload_tx.send(UploadJob {
-                    audio,
-                    record: path,
-                    keys: Keys {
-                        audio: audio_key,
-                        record: record_key,
-                    },
-                    ended: Instant::now(),
-                });
+                enqueue(shared, audio, path.clone(), &k, meta.len(), Instant::now());
             }
             _ => {
                 tracing::warn!(file = %path.display(), "spool record without audio or key; left in place")
@@ -803,6 +993,7 @@ async fn uploader(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<UploadJob
             .upload_seconds
             .observe(job.ended.elapsed().as_secs_f64());
         metrics.uploads_pending.dec();
+        metrics.spool_pending_bytes.dec_by(job.bytes as i64);
         for f in [&job.audio, &job.record] {
             if let Err(e) = std::fs::remove_file(f) {
                 tracing::warn!(file = %f.display(), error = %e, "cannot remove uploaded spool file");

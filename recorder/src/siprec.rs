@@ -91,6 +91,8 @@ pub enum EndReason {
     MediaTimeout,
     MediaFailed,
     Shutdown,
+    /// The recorder process died; recovered from the spool at the next start.
+    Crashed,
 }
 
 /// What happened to a new recording session, for metrics.
@@ -264,6 +266,8 @@ pub struct Srs {
     clients: Vec<ClientTxn>,
     ports: PortPool,
     draining: bool,
+    /// Set by the edge while the process uses more CPU than it may: new sessions get 503.
+    overloaded: bool,
     seed: u64,
     counter: u64,
     out: Vec<Action>,
@@ -290,6 +294,7 @@ impl Srs {
             txns: HashMap::new(),
             clients: Vec::new(),
             draining: false,
+            overloaded: false,
             seed,
             counter: 0,
             out: Vec::new(),
@@ -307,6 +312,12 @@ impl Srs {
     /// Stops accepting new sessions (503); active ones continue.
     pub fn drain(&mut self) {
         self.draining = true;
+    }
+
+    /// CPU overload as measured by the edge: while set, new sessions get 503 so that the calls
+    /// being recorded keep their CPU.
+    pub fn set_overloaded(&mut self, overloaded: bool) {
+        self.overloaded = overloaded;
     }
 
     fn unique(&mut self) -> String {
@@ -589,12 +600,17 @@ impl Srs {
                 now,
             );
         }
-        if self.dialogs.len() >= self.cfg.max_calls {
+        if self.dialogs.len() >= self.cfg.max_calls || self.overloaded {
+            let why = if self.overloaded {
+                "CPU overloaded"
+            } else {
+                "at capacity"
+            };
             return self.decline(
                 peer,
                 msg,
                 (503, "Service Unavailable"),
-                Some("at capacity"),
+                Some(why),
                 Outcome::Busy,
                 now,
             );

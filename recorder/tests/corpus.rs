@@ -511,3 +511,19 @@ fn cancel_after_answer_and_suspended_policy() {
         "suspended policies record nothing"
     );
 }
+
+#[test]
+fn cpu_overload_refuses_new_sessions_only() {
+    let mut srs = core(10);
+    let t0 = Instant::now();
+    srs.handle_message(udp(), &first_message("jambonz.sip"), t0);
+    srs.set_overloaded(true);
+    let r = sends(&srs.handle_message(udp(), &first_message("cisco-cube.sip"), t0));
+    let last = r.last().unwrap();
+    assert_eq!(last.start, Start::Response { status: 503 });
+    assert!(last.header("Warning").unwrap().contains("CPU overloaded"));
+    assert_eq!(srs.active_calls(), 1, "the call in progress continues");
+    srs.set_overloaded(false);
+    let r = srs.handle_message(udp(), &first_message("cisco-cube.sip"), t0);
+    assert!(r.iter().any(|a| matches!(a, Action::Start(_))));
+}

@@ -71,12 +71,18 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A block of `n` consecutive free UDP ports (for an RTP range).
+/// A block of `n` consecutive free UDP ports (for an RTP range). Blocks handed out by one test
+/// process never overlap, so tests running in parallel do not race for the same ports.
 pub fn free_port_block(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base_of_process = 20000 + (std::process::id() % 40) as u16 * 500;
     for _ in 0..200 {
-        let base = 30000 + (std::process::id() as u16 % 200) * 100 + (free_port() % 97) * 2;
-        let base = base - base % 2;
-        if (base..base + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
+        let offset = NEXT.fetch_add(n.div_ceil(2) * 2, Ordering::Relaxed) % 20000;
+        let base = 20000 + (base_of_process - 20000 + offset) % 40000;
+        if base.checked_add(n).is_some()
+            && (base..base + n).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
+        {
             return base;
         }
     }
@@ -179,14 +185,21 @@ impl Recorder {
         let http_port = free_port();
         let rtp_base = free_port_block(40);
         std::fs::create_dir_all(spec.dir).unwrap();
-        let yaml = format!(
-            "namespace: acme\nsip:\n  listen: 127.0.0.1:{sip_port}\nrtp:\n  bind: 127.0.0.1\n  portMin: {rtp_base}\n  portMax: {}\nstore:\n  url: {}\n  prefix: recordings\nspool:\n  dir: {}\nhttp:\n  listen: 127.0.0.1:{http_port}\n{}policies:\n{}",
+        let base = format!(
+            "namespace: acme\nsip:\n  listen: 127.0.0.1:{sip_port}\nrtp:\n  bind: 127.0.0.1\n  portMin: {rtp_base}\n  portMax: {}\nstore:\n  url: {}\n  prefix: recordings\nspool:\n  dir: {}\nhttp:\n  listen: 127.0.0.1:{http_port}\npolicies:\n{}",
             rtp_base + 39,
             spec.store_url,
             spec.dir.join("spool").display(),
-            spec.extra,
             spec.policies
         );
+        // `extra` is YAML merged over the base (so it can add to any section).
+        let mut config: serde_json::Value = serde_saphyr::from_str(&base).expect("base config");
+        if !spec.extra.trim().is_empty() {
+            let extra: serde_json::Value =
+                serde_saphyr::from_str(spec.extra).expect("extra config");
+            apiserver::merge(&mut config, &extra);
+        }
+        let yaml = serde_saphyr::to_string(&config).expect("config YAML");
         let config = spec.dir.join("recorder.yaml");
         std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(spec.dir.join("recorder.log")).unwrap();

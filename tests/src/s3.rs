@@ -16,8 +16,12 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// On a given port (to bring a store "back" where clients expect it).
+    pub fn start_on(port: u16) -> Self {
         require("moto_server", "pip install 'moto[server]'");
-        let port = free_port();
         let proc = Proc::spawn(
             "moto_server",
             Command::new("moto_server")

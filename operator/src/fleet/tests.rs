@@ -80,6 +80,13 @@ fn renders_the_recorders_own_format_with_every_policy() {
     );
     assert_eq!(config.policies[1].retention_days, 30);
     assert_eq!(config.store.url, settings().store.url);
+    assert_eq!(
+        config.spool.high_water_bytes,
+        3 << 30,
+        "three quarters of the 4Gi spool"
+    );
+    assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+    assert_eq!(quantity_bytes("4x"), None);
     let (table, warnings) = rc::PolicyTable::build(&config);
     assert!(warnings.is_empty());
     assert_eq!(
