@@ -1056,25 +1056,10 @@ fn write(
                 )?;
                 s.applied.insert(scope_key, applied);
                 Ok((200, v))
-            } else if ct.starts_with("application/json-patch") {
-                update(
-                    s,
-                    tx,
-                    &t.kind,
-                    &info,
-                    &ns,
-                    name,
-                    t.status,
-                    |cur, _| {
-                        let mut next = cur.clone();
-                        json_patch(&mut next, &patch)?;
-                        Ok(next)
-                    },
-                    strict,
-                )
-                .map(|v| (200, v))
             } else {
-                // merge-patch and strategic-merge-patch (treated as merge: no patch strategies).
+                // JSON patch, or merge patch (strategic merge is treated as merge: no patch
+                // strategies).
+                let json = ct.starts_with("application/json-patch");
                 update(
                     s,
                     tx,
@@ -1085,7 +1070,11 @@ fn write(
                     t.status,
                     |cur, _| {
                         let mut next = cur.clone();
-                        merge(&mut next, &patch);
+                        if json {
+                            json_patch(&mut next, &patch)?;
+                        } else {
+                            merge(&mut next, &patch);
+                        }
                         Ok(next)
                     },
                     strict,

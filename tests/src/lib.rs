@@ -335,3 +335,11 @@ pub fn files_with(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// The JSON records of every recording stored below a local store directory.
+pub fn stored_records(store: &Path) -> Vec<serde_json::Value> {
+    files_with(store, ".json")
+        .iter()
+        .filter_map(|f| serde_json::from_slice(&std::fs::read(f).ok()?).ok())
+        .collect()
+}

@@ -5,19 +5,13 @@
 use std::time::Duration;
 
 use opname_tests::audio::{decode_ogg_opus, envelope, speech};
-use opname_tests::{Recorder, RecorderSpec, files_with, sipp_call_with, wait_until};
-use serde_json::Value;
+use opname_tests::{
+    Recorder, RecorderSpec, files_with, sipp_call_with, stored_records, wait_until,
+};
 
 const CALLER: &str = "sip:+4930123456@carrier.example";
 const USER: &str = "sip:+31612345678@sbc.example";
 const POLICY: &str = "  - name: bob\n    user: bob@acme.example\n    identities: [\"tel:+31612345678\"]\n    mode: OnDemand\n    onDemand: {keepCode: \"*44\"}\n    retentionDays: 30\n";
-
-fn records(store: &std::path::Path) -> Vec<Value> {
-    files_with(store, ".json")
-        .iter()
-        .map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap())
-        .collect()
-}
 
 #[test]
 fn keep_code_keeps_the_whole_call_and_without_it_nothing_is_kept() {
@@ -59,7 +53,7 @@ fn keep_code_keeps_the_whole_call_and_without_it_nothing_is_kept() {
         rec.log()
     );
     assert!(
-        records(&store).is_empty(),
+        stored_records(&store).is_empty(),
         "an unkept on-demand call leaves no recording"
     );
     assert!(files_with(&store, ".opus").is_empty());
@@ -77,11 +71,11 @@ fn keep_code_keeps_the_whole_call_and_without_it_nothing_is_kept() {
         "rfc4733:*44@2.5",
     );
     assert!(
-        wait_until(Duration::from_secs(5), || records(&store).len() == 1),
+        wait_until(Duration::from_secs(5), || stored_records(&store).len() == 1),
         "{}",
         rec.log()
     );
-    let r = &records(&store)[0];
+    let r = &stored_records(&store)[0];
     assert_eq!(r["mode"], "OnDemand");
     assert_eq!(r["user"], "bob@acme.example");
     let start: jiff::Timestamp = r["start"].as_str().unwrap().parse().unwrap();
@@ -118,12 +112,12 @@ fn keep_code_keeps_the_whole_call_and_without_it_nothing_is_kept() {
         "inband:*44@2.5",
     );
     assert!(
-        wait_until(Duration::from_secs(5), || records(&store).len() == 2),
+        wait_until(Duration::from_secs(5), || stored_records(&store).len() == 2),
         "{}",
         rec.log()
     );
     assert_eq!(
-        records(&store)
+        stored_records(&store)
             .iter()
             .filter(|r| r.get("keptAt").is_some())
             .count(),

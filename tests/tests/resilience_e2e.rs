@@ -5,19 +5,14 @@ use std::time::{Duration, Instant};
 
 use opname_tests::audio::speech;
 use opname_tests::s3::Moto;
-use opname_tests::{Recorder, RecorderSpec, bin, files_with, http_get, sipp_call, wait_until};
+use opname_tests::{
+    Recorder, RecorderSpec, bin, files_with, http_get, sipp_call, stored_records, wait_until,
+};
 use serde_json::Value;
 
 const CALLER: &str = "sip:+31201234567@pbx.example.com";
 const CALLEE: &str = "sip:+441632960000@carrier.example";
 const POLICY: &str = "  - name: alice\n    user: alice@acme.example\n    identities: [\"tel:+31201234567\", \"sip:alice@demo.example\"]\n    retentionDays: 30\n";
-
-fn records(store: &std::path::Path) -> Vec<Value> {
-    files_with(store, ".json")
-        .iter()
-        .map(|f| serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap())
-        .collect()
-}
 
 /// Runs the built-in load generator (two-stream G.711 calls) and returns its JSON report.
 fn loadgen(target: std::net::SocketAddr, calls: usize, seconds: u64) -> Value {
@@ -98,7 +93,7 @@ fn sigterm_lets_active_calls_finish_and_refuses_new_ones() {
         .wait_exit(Duration::from_secs(15))
         .expect("the recorder exits once drained");
     assert!(status.success());
-    let r = records(&store);
+    let r = stored_records(&store);
     assert_eq!(r.len(), 1, "{}", rec.log());
     assert_eq!(r[0]["complete"], true, "the active call ran to its BYE");
     assert_eq!(r[0]["endReason"], "bye");
@@ -118,11 +113,11 @@ fn a_burst_beyond_capacity_gets_503_and_admitted_calls_lose_nothing() {
     assert_eq!(report["answered"], 5, "{report}");
     assert_eq!(report["rejected"]["503"], 15, "{report}");
     assert!(
-        wait_until(Duration::from_secs(5), || records(&store).len() == 5),
+        wait_until(Duration::from_secs(5), || stored_records(&store).len() == 5),
         "{}",
         rec.log()
     );
-    for r in records(&store) {
+    for r in stored_records(&store) {
         assert_eq!(r["complete"], true);
         for s in r["streams"].as_array().unwrap() {
             assert_eq!(s["lost"], 0, "{s}");
@@ -177,7 +172,7 @@ fn kill_9_mid_call_then_restart_uploads_what_was_spooled_marked_incomplete() {
     let killed_after = started.elapsed().as_secs_f64();
     rec.proc.wait_exit(Duration::from_secs(5));
     assert!(
-        records(&store).is_empty(),
+        stored_records(&store).is_empty(),
         "nothing uploaded before the restart"
     );
     let spool = rec.dir.join("spool");
@@ -198,12 +193,13 @@ fn kill_9_mid_call_then_restart_uploads_what_was_spooled_marked_incomplete() {
             .stderr(log),
     );
     assert!(
-        wait_until(Duration::from_secs(10), || records(&store).len() == 1),
+        wait_until(Duration::from_secs(10), || stored_records(&store).len()
+            == 1),
         "{}",
         std::fs::read_to_string(rec.dir.join("recorder2.log")).unwrap_or_default()
     );
     call.join().unwrap();
-    let r = &records(&store)[0];
+    let r = &stored_records(&store)[0];
     assert_eq!(r["complete"], false);
     assert_eq!(r["endReason"], "crashed");
     assert_eq!(r["user"], "alice@acme.example");
@@ -237,7 +233,7 @@ fn kill_9_mid_call_then_restart_uploads_what_was_spooled_marked_incomplete() {
             .stderr(log),
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(records(&store).len(), 1);
+    assert_eq!(stored_records(&store).len(), 1);
 }
 
 #[test]
