@@ -210,6 +210,7 @@ fn deployment_service_and_pdb_are_production_shaped() {
         .collect();
     assert_eq!(mounts, ["/etc/opname", "/var/spool/opname"]);
     assert_eq!(pod.host_network, None);
+    assert!(pod.affinity.is_none());
     let ports: Vec<_> = c
         .service
         .spec
@@ -279,6 +280,21 @@ fn host_network_and_credentials() {
     let pod = c.deployment.spec.template.spec.unwrap();
     assert_eq!(pod.host_network, Some(true));
     assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    let anti = pod
+        .affinity
+        .as_ref()
+        .unwrap()
+        .pod_anti_affinity
+        .as_ref()
+        .unwrap();
+    let term = &anti
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(
+        term.topology_key, "kubernetes.io/hostname",
+        "one host-network recorder per node"
+    );
     let ctr = &pod.containers[0];
     let env = ctr.env.as_ref().unwrap();
     assert_eq!(
