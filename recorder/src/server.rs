@@ -385,9 +385,7 @@ async fn config_watcher(path: PathBuf, mut current: Config, tx: mpsc::Sender<Cor
         tick.tick().await;
         match Config::load(&path) {
             Ok(next) if next != current => {
-                if (next.policies.clone(), &next.namespace)
-                    != (current.policies.clone(), &current.namespace)
-                {
+                if next.policies != current.policies || next.namespace != current.namespace {
                     let (table, warnings) = PolicyTable::build(&next);
                     for w in warnings {
                         tracing::warn!("{w}");
