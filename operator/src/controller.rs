@@ -77,9 +77,17 @@ pub async fn run(
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let store = controller.store();
+    if lifecycle_enabled(&settings) {
+        tokio::spawn(lifecycle_loop(
+            settings.clone(),
+            store.clone(),
+            metrics.clone(),
+        ));
+    }
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
-        store: controller.store(),
+        store,
         client: client.clone(),
         settings,
         metrics,
@@ -110,6 +118,53 @@ pub async fn run(
             }
         })
         .await;
+}
+
+fn lifecycle_enabled(settings: &Settings) -> bool {
+    settings.retention.lifecycle && settings.store.url.starts_with("s3://")
+}
+
+/// Keeps the bucket's lifecycle rules in line with the retention classes of all policies.
+async fn lifecycle_loop(settings: Settings, store: Store<RecordingPolicy>, metrics: Arc<Metrics>) {
+    let bucket = match crate::lifecycle::Bucket::from_settings(&settings.store) {
+        Ok(Some(b)) => b,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "bucket lifecycle management is off: cannot reach the bucket");
+            metrics.lifecycle_failures.inc();
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(
+        settings.retention.interval_seconds.max(10),
+    ));
+    loop {
+        tick.tick().await;
+        let _ = store.wait_until_ready().await;
+        // Every class a policy names, suspended or not: its recordings exist.
+        let classes: std::collections::BTreeSet<u32> = store
+            .state()
+            .iter()
+            .map(|p| p.spec.retention_days)
+            .collect();
+        match crate::lifecycle::enforce(&bucket, &settings.store.prefix, &classes).await {
+            Ok(done) => {
+                metrics.lifecycle_rules.set(done.rules.len() as i64);
+                metrics
+                    .lifecycle_verified
+                    .set(jiff::Timestamp::now().as_second());
+                tracing::info!(
+                    written = done.written,
+                    rules = done.rules.len(),
+                    "bucket lifecycle rules verified"
+                );
+            }
+            Err(e) => {
+                metrics.lifecycle_failures.inc();
+                tracing::warn!(error = %e, "bucket lifecycle rules not enforced; retrying");
+            }
+        }
+    }
 }
 
 fn error_policy(policy: Arc<RecordingPolicy>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -6,5 +6,7 @@
 pub mod controller;
 pub mod crd;
 pub mod fleet;
+pub mod lifecycle;
 pub mod metrics;
+pub mod retention;
 pub mod settings;

@@ -16,6 +16,11 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub failures: Counter,
     pub duration: Histogram,
+    /// opname's lifecycle rules in force after the last verified enforcement.
+    pub lifecycle_rules: prometheus_client::metrics::gauge::Gauge,
+    /// Unix time of the last enforcement whose read-back matched.
+    pub lifecycle_verified: prometheus_client::metrics::gauge::Gauge,
+    pub lifecycle_failures: Counter,
     /// Set once this replica leads and its controller runs.
     pub leading: AtomicBool,
 }
@@ -25,6 +30,9 @@ impl Metrics {
         let reconciles = Counter::default();
         let failures = Counter::default();
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let lifecycle_rules = prometheus_client::metrics::gauge::Gauge::default();
+        let lifecycle_verified = prometheus_client::metrics::gauge::Gauge::default();
+        let lifecycle_failures = Counter::default();
         let mut registry = Registry::with_prefix("opname_operator");
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
@@ -37,11 +45,29 @@ impl Metrics {
             "Duration of successful reconciliations",
             duration.clone(),
         );
+        registry.register(
+            "lifecycle_rules",
+            "opname's bucket lifecycle rules in force after the last read-back",
+            lifecycle_rules.clone(),
+        );
+        registry.register(
+            "lifecycle_verified_timestamp_seconds",
+            "When the lifecycle rules were last verified by read-back",
+            lifecycle_verified.clone(),
+        );
+        registry.register(
+            "lifecycle_failures",
+            "Lifecycle enforcements that failed",
+            lifecycle_failures.clone(),
+        );
         Arc::new(Self {
             registry,
             reconciles,
             failures,
             duration,
+            lifecycle_rules,
+            lifecycle_verified,
+            lifecycle_failures,
             leading: AtomicBool::new(false),
         })
     }

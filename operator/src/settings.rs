@@ -25,6 +25,25 @@ pub struct Settings {
     pub store: StoreSettings,
     pub capacity: CapacitySettings,
     pub rtp: RtpSettings,
+    pub retention: RetentionSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Manage the bucket's lifecycle rules (S3 stores). Off: rely on the sweeper (#4, to come).
+    pub lifecycle: bool,
+    /// How often the rules are verified and, where needed, rewritten.
+    pub interval_seconds: u64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            lifecycle: true,
+            interval_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]

@@ -78,6 +78,8 @@ fn default_values_render_lint_and_configure_the_operator() {
     assert_eq!(s.store.credentials_secret.as_deref(), Some("opname-store"));
     assert_eq!(s.capacity.max_calls_per_replica, 200);
     assert_eq!(s.rtp.mode, RtpMode::PodNetwork);
+    assert!(s.retention.lifecycle);
+    assert_eq!(s.retention.interval_seconds, 300);
     // Least privilege: no wildcards, no secrets, leases only in the release namespace.
     let rules = &find(&docs, "ClusterRole")[0]["rules"];
     let text = rules.to_string();
@@ -88,6 +90,10 @@ fn default_values_render_lint_and_configure_the_operator() {
     let deployment = find(&docs, "Deployment")[0];
     let ctr = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(ctr["args"][0], "run");
+    assert_eq!(
+        ctr["envFrom"][0]["secretRef"]["name"], "opname-operator-store",
+        "the operator's own store credentials"
+    );
     assert_eq!(ctr["securityContext"]["readOnlyRootFilesystem"], true);
     assert_eq!(deployment["spec"]["replicas"], 2);
 }

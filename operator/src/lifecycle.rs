@@ -1,0 +1,196 @@
+//! The bucket's lifecycle configuration, read and written with SigV4-signed requests (object_store
+//! has no bucket-level API; its signer is reused), and the enforcement step: read, merge, write
+//! only when different, read back.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine;
+use futures::StreamExt;
+use md5::{Digest, Md5};
+use object_store::ObjectStore;
+use object_store::aws::{AwsAuthorizer, AwsCredential};
+use object_store::client::HttpRequestBody;
+use object_store::path::Path;
+
+use crate::retention::{self, Configuration};
+use crate::settings::StoreSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("store settings: {0}")]
+    Settings(String),
+    #[error("S3 request: {0}")]
+    Http(String),
+    #[error("S3 answered {0}: {1}")]
+    Status(u16, String),
+    #[error(transparent)]
+    Retention(#[from] retention::RetentionError),
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    #[error("the read-back lifecycle configuration differs from what was written")]
+    NotInForce,
+}
+
+/// An S3 bucket's lifecycle subresource, path-style (works for AWS and S3-compatible servers).
+pub struct Bucket {
+    http: reqwest::Client,
+    url: String,
+    region: String,
+    credential: AwsCredential,
+    /// The same bucket through object_store, to see whether a retired class still holds objects.
+    store: Arc<dyn ObjectStore>,
+}
+
+fn setting(store: &StoreSettings, key: &str) -> Option<String> {
+    store
+        .env
+        .get(key)
+        .cloned()
+        .or_else(|| std::env::var(key).ok())
+        .filter(|v| !v.is_empty())
+}
+
+impl Bucket {
+    /// `None` for stores that are not S3 (they use the sweeper).
+    pub fn from_settings(store: &StoreSettings) -> Result<Option<Self>, LifecycleError> {
+        let Some(bucket) = store
+            .url
+            .strip_prefix("s3://")
+            .map(|b| b.split('/').next().unwrap_or(b).to_string())
+        else {
+            return Ok(None);
+        };
+        let region = setting(store, "AWS_REGION").unwrap_or_else(|| "us-east-1".into());
+        let endpoint = setting(store, "AWS_ENDPOINT")
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let credential = AwsCredential {
+            key_id: setting(store, "AWS_ACCESS_KEY_ID").ok_or_else(|| {
+                LifecycleError::Settings("AWS_ACCESS_KEY_ID is not set for the operator".into())
+            })?,
+            secret_key: setting(store, "AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
+                LifecycleError::Settings("AWS_SECRET_ACCESS_KEY is not set for the operator".into())
+            })?,
+            token: setting(store, "AWS_SESSION_TOKEN"),
+        };
+        let allow_http = setting(store, "AWS_ALLOW_HTTP").is_some_and(|v| v == "true");
+        let objects = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&bucket)
+            .with_region(&region)
+            .with_endpoint(&endpoint)
+            .with_allow_http(allow_http)
+            .with_access_key_id(&credential.key_id)
+            .with_secret_access_key(&credential.secret_key)
+            .build()?;
+        Ok(Some(Self {
+            http: reqwest::Client::new(),
+            url: format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+            region,
+            credential,
+            store: Arc::new(objects),
+        }))
+    }
+
+    async fn send(
+        &self,
+        method: http::Method,
+        body: Vec<u8>,
+    ) -> Result<(u16, String), LifecycleError> {
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
+        let mut req = http::Request::builder()
+            .method(method.clone())
+            .uri(format!("{}?lifecycle", self.url))
+            .header("content-md5", md5)
+            .header("content-type", "application/xml")
+            .body(HttpRequestBody::from(body.clone()))
+            .map_err(|e| LifecycleError::Http(e.to_string()))?;
+        AwsAuthorizer::new(&self.credential, "s3", &self.region)
+            .try_authorize(&mut req, None)
+            .map_err(|e| LifecycleError::Http(e.to_string()))?;
+        let resp = self
+            .http
+            .request(method, req.uri().to_string())
+            .headers(req.headers().clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| LifecycleError::Http(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| LifecycleError::Http(e.to_string()))?;
+        Ok((status, text))
+    }
+
+    /// The current configuration ("" when the bucket has none).
+    pub async fn get(&self) -> Result<String, LifecycleError> {
+        match self.send(http::Method::GET, Vec::new()).await? {
+            (200, body) => Ok(body),
+            (404, body) if body.contains("NoSuchLifecycleConfiguration") => Ok(String::new()),
+            (code, body) => Err(LifecycleError::Status(code, body)),
+        }
+    }
+
+    pub async fn put(&self, xml: String) -> Result<(), LifecycleError> {
+        match self.send(http::Method::PUT, xml.into_bytes()).await? {
+            (200, _) => Ok(()),
+            (code, body) => Err(LifecycleError::Status(code, body)),
+        }
+    }
+
+    async fn holds_objects(&self, prefix: &str) -> bool {
+        let prefix = Path::from(prefix.trim_end_matches('/'));
+        matches!(self.store.list(Some(&prefix)).next().await, Some(Ok(_)))
+    }
+}
+
+/// What one enforcement did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enforced {
+    /// Whether the configuration had to be written.
+    pub written: bool,
+    /// opname's rules in force after the read-back.
+    pub rules: Vec<retention::Rule>,
+}
+
+/// Brings opname's rules in line with the classes in use, keeping everyone else's rules, and
+/// verifies the result by reading it back.
+pub async fn enforce(
+    bucket: &Bucket,
+    prefix: &str,
+    in_use: &BTreeSet<u32>,
+) -> Result<Enforced, LifecycleError> {
+    let current = retention::parse(&bucket.get().await?)?;
+    let mut retired_with_objects = BTreeSet::new();
+    for r in &current.ours {
+        if let retention::Rule::Expire {
+            days, prefix: p, ..
+        } = r
+            && !in_use.contains(days)
+            && bucket.holds_objects(p).await
+        {
+            retired_with_objects.insert(*days);
+        }
+    }
+    let classes =
+        retention::classes_to_keep(in_use, &current, |d| retired_with_objects.contains(&d));
+    let want = retention::desired(prefix, &classes);
+    let written = match retention::plan(&current, &want) {
+        Some(xml) => {
+            bucket.put(xml).await?;
+            true
+        }
+        None => false,
+    };
+    let back: Configuration = retention::parse(&bucket.get().await?)?;
+    let mut sorted = want.clone();
+    sorted.sort();
+    if back.ours != sorted || back.foreign.len() != current.foreign.len() {
+        return Err(LifecycleError::NotInForce);
+    }
+    Ok(Enforced {
+        written,
+        rules: back.ours,
+    })
+}
