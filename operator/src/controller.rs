@@ -84,6 +84,8 @@ pub async fn run(
             store.clone(),
             metrics.clone(),
         ));
+    } else {
+        tokio::spawn(sweeper_loop(settings.clone(), metrics.clone()));
     }
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
@@ -162,6 +164,47 @@ async fn lifecycle_loop(settings: Settings, store: Store<RecordingPolicy>, metri
             Err(e) => {
                 metrics.lifecycle_failures.inc();
                 tracing::warn!(error = %e, "bucket lifecycle rules not enforced; retrying");
+            }
+        }
+    }
+}
+
+/// Retention without lifecycle rules: sweep every interval.
+async fn sweeper_loop(settings: Settings, metrics: Arc<Metrics>) {
+    let store = match crate::sweeper::open_store(&settings.store) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "retention sweeper is off: cannot open the store");
+            return;
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(
+        settings.retention.interval_seconds.max(10),
+    ));
+    loop {
+        tick.tick().await;
+        match crate::sweeper::sweep(
+            store.as_ref(),
+            &settings.store.prefix,
+            jiff::Timestamp::now(),
+            settings.retention.sweep_deletes_per_second,
+        )
+        .await
+        {
+            Ok(r) => {
+                metrics.swept_objects.inc_by(r.deleted.len() as u64);
+                metrics.swept_bytes.inc_by(r.bytes);
+                if !r.deleted.is_empty() {
+                    tracing::info!(
+                        objects = r.deleted.len(),
+                        bytes = r.bytes,
+                        "retention sweeper deleted expired recordings"
+                    );
+                }
+            }
+            Err(e) => {
+                metrics.lifecycle_failures.inc();
+                tracing::warn!(error = %e, "retention sweep failed; retrying next interval");
             }
         }
     }

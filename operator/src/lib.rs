@@ -10,3 +10,4 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod retention;
 pub mod settings;
+pub mod sweeper;

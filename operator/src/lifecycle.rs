@@ -139,6 +139,11 @@ impl Bucket {
         }
     }
 
+    /// The bucket's objects, through object_store.
+    pub fn objects(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
     async fn holds_objects(&self, prefix: &str) -> bool {
         let prefix = Path::from(prefix.trim_end_matches('/'));
         matches!(self.store.list(Some(&prefix)).next().await, Some(Ok(_)))

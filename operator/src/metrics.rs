@@ -21,6 +21,9 @@ pub struct Metrics {
     /// Unix time of the last enforcement whose read-back matched.
     pub lifecycle_verified: prometheus_client::metrics::gauge::Gauge,
     pub lifecycle_failures: Counter,
+    /// Objects and bytes the sweeper deleted.
+    pub swept_objects: Counter,
+    pub swept_bytes: Counter,
     /// Set once this replica leads and its controller runs.
     pub leading: AtomicBool,
 }
@@ -33,6 +36,8 @@ impl Metrics {
         let lifecycle_rules = prometheus_client::metrics::gauge::Gauge::default();
         let lifecycle_verified = prometheus_client::metrics::gauge::Gauge::default();
         let lifecycle_failures = Counter::default();
+        let swept_objects = Counter::default();
+        let swept_bytes = Counter::default();
         let mut registry = Registry::with_prefix("opname_operator");
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
@@ -68,6 +73,8 @@ impl Metrics {
             lifecycle_rules,
             lifecycle_verified,
             lifecycle_failures,
+            swept_objects,
+            swept_bytes,
             leading: AtomicBool::new(false),
         })
     }

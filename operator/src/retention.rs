@@ -204,6 +204,44 @@ pub fn classes_to_keep(
     keep
 }
 
+/// The retention class of a key under `prefix` (`{prefix}/r{days}/…`), if it has one.
+pub fn class_of(prefix: &str, key: &str) -> Option<u32> {
+    let root = prefix.trim_matches('/');
+    let rest = if root.is_empty() {
+        key
+    } else {
+        key.strip_prefix(root)?.strip_prefix('/')?
+    };
+    rest.strip_prefix('r')?.split('/').next()?.parse().ok()
+}
+
+/// Whether an object written at `created` has outlived `days` at `now` (the lifecycle rule's own
+/// semantics: days from creation; never earlier).
+pub fn expired(created: jiff::Timestamp, days: u32, now: jiff::Timestamp) -> bool {
+    created
+        .checked_add(jiff::SignedDuration::from_hours(24 * days as i64))
+        .is_ok_and(|until| until <= now)
+}
+
+/// The keys of one recording (`{id}.opus`, `{id}.json`) to delete, audio first so that a record
+/// never outlives its audio, or nothing while any of them is unexpired.
+pub fn sweep_recording(
+    prefix: &str,
+    objects: &[(String, jiff::Timestamp)],
+    now: jiff::Timestamp,
+) -> Vec<String> {
+    let all_expired = !objects.is_empty()
+        && objects.iter().all(|(key, created)| {
+            class_of(prefix, key).is_some_and(|days| days > 0 && expired(*created, days, now))
+        });
+    if !all_expired {
+        return Vec::new();
+    }
+    let mut keys: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
+    keys.sort_by_key(|k| (k.ends_with(".json"), k.clone()));
+    keys
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +321,45 @@ mod tests {
             classes_to_keep(&set(&[30]), &current, |_| false),
             set(&[30])
         );
+    }
+
+    #[test]
+    fn classes_of_keys() {
+        assert_eq!(
+            class_of("recordings", "recordings/r30/acme/2026/11/28/x.opus"),
+            Some(30)
+        );
+        assert_eq!(class_of("", "r7/acme/x.json"), Some(7));
+        assert_eq!(class_of("recordings", "recordings/audit/x.json"), None);
+        assert_eq!(class_of("recordings", "other/r30/x"), None);
+    }
+
+    proptest::proptest! {
+        /// Nothing unexpired is ever deleted; everything expired is; audio goes before its record.
+        #[test]
+        fn sweep_deletes_exactly_the_expired(
+            class in proptest::sample::select(vec![1u32, 7, 30, 90, 3650]),
+            ages in proptest::collection::vec(0i64..4_000 * 86_400, 1..3),
+            now_offset in 0i64..86_400,
+        ) {
+            let now = jiff::Timestamp::from_second(2_000_000_000 + now_offset).unwrap();
+            let objects: Vec<(String, jiff::Timestamp)> = ages
+                .iter()
+                .enumerate()
+                .map(|(i, age)| {
+                    let ext = if i == 0 { "opus" } else { "json" };
+                    (format!("rec/r{class}/acme/2026/01/01/id.{ext}"), now.checked_sub(jiff::SignedDuration::from_secs(*age)).unwrap())
+                })
+                .collect();
+            let planned = sweep_recording("rec", &objects, now);
+            let limit = class as i64 * 86_400;
+            let all_expired = ages.iter().all(|a| *a >= limit);
+            proptest::prop_assert_eq!(!planned.is_empty(), all_expired);
+            if all_expired {
+                proptest::prop_assert_eq!(planned.len(), objects.len());
+                proptest::prop_assert!(planned.last().unwrap().ends_with(".json") || objects.len() == 1);
+            }
+        }
     }
 
     #[test]

@@ -33,8 +33,10 @@ pub struct Settings {
 pub struct RetentionSettings {
     /// Manage the bucket's lifecycle rules (S3 stores). Off: rely on the sweeper (#4, to come).
     pub lifecycle: bool,
-    /// How often the rules are verified and, where needed, rewritten.
+    /// How often the rules are verified (or, without them, the sweeper runs).
     pub interval_seconds: u64,
+    /// The sweeper's pace: deletions per second at most.
+    pub sweep_deletes_per_second: u32,
 }
 
 impl Default for RetentionSettings {
@@ -42,6 +44,7 @@ impl Default for RetentionSettings {
         Self {
             lifecycle: true,
             interval_seconds: 300,
+            sweep_deletes_per_second: 50,
         }
     }
 }

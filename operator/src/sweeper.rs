@@ -1,0 +1,140 @@
+//! Retention for stores without lifecycle rules (the local directory store, or with
+//! `retention.lifecycle: false`): list each retention class and delete what has outlived it.
+//!
+//! Listing streams (memory stays bounded whatever the archive's size), deletions are paced, and
+//! a run is idempotent, so a restarted operator simply sweeps again. A recording's audio is
+//! deleted before its record, so a record never outlives its audio; every run that deleted
+//! something leaves an audit object (who, what, when) under `{prefix}/audit/`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::retention;
+use crate::settings::StoreSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    #[error("store: {0}")]
+    Open(String),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct SweepReport {
+    pub deleted: Vec<String>,
+    pub bytes: u64,
+}
+
+/// The store the recorders write to, from the operator's settings.
+pub fn open_store(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, SweepError> {
+    if let Some(bucket) = crate::lifecycle::Bucket::from_settings(settings)
+        .map_err(|e| SweepError::Open(e.to_string()))?
+    {
+        return Ok(bucket.objects());
+    }
+    let store = opname_recorder::store::Store::open(&settings.url, &settings.prefix)
+        .map_err(|e| SweepError::Open(e.to_string()))?;
+    Ok(store.object_store().clone())
+}
+
+async fn delete(store: &dyn ObjectStore, key: &str) -> Result<(), object_store::Error> {
+    match store.delete(&Path::from(key)).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// One pass over every retention class under `prefix`, deleting at most `per_second` objects a
+/// second.
+pub async fn sweep(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    now: jiff::Timestamp,
+    per_second: u32,
+) -> Result<SweepReport, SweepError> {
+    let root = prefix.trim_matches('/');
+    let classes = store.list_with_delimiter(Some(&Path::from(root))).await?;
+    let pause = Duration::from_secs(1) / per_second.max(1);
+    let mut report = SweepReport::default();
+    for class in classes
+        .common_prefixes
+        .iter()
+        .filter(|p| retention::class_of(prefix, &format!("{p}/")).is_some())
+    {
+        let mut listing = store.list(Some(class));
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let key = meta.location.to_string();
+            let created = jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
+                .unwrap_or(now);
+            let Some(stem) = key
+                .strip_suffix(".json")
+                .or_else(|| key.strip_suffix(".opus"))
+            else {
+                continue;
+            };
+            let audio = format!("{stem}.opus");
+            let record = format!("{stem}.json");
+            let mut objects = vec![(key.clone(), created)];
+            if key.ends_with(".json") {
+                if let Ok(a) = store.head(&Path::from(audio.as_str())).await {
+                    objects.push((
+                        audio,
+                        jiff::Timestamp::from_millisecond(a.last_modified.timestamp_millis())
+                            .unwrap_or(now),
+                    ));
+                }
+            } else if store.head(&Path::from(record.as_str())).await.is_ok()
+                || store.head(&meta.location).await.is_err()
+            {
+                // The record's turn deletes both, audio first (or already did: the listing is
+                // older than the deletion).
+                continue;
+            }
+            let sizes: u64 = meta.size;
+            let planned = retention::sweep_recording(prefix, &objects, now);
+            for k in &planned {
+                delete(store, k).await?;
+                report.deleted.push(k.clone());
+                tokio::time::sleep(pause).await;
+            }
+            if !planned.is_empty() {
+                report.bytes += sizes;
+            }
+        }
+    }
+    if !report.deleted.is_empty() {
+        let audit = serde_json::json!({
+            "who": "opname-operator retention sweeper",
+            "when": now,
+            "what": "deleted: retention period over",
+            "deleted": report.deleted,
+        });
+        let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+        let key = format!(
+            "{}{}/{:04}/{:02}/{:02}/{}-sweeper.json",
+            if root.is_empty() {
+                String::new()
+            } else {
+                format!("{root}/")
+            },
+            "audit",
+            day.year(),
+            day.month(),
+            day.day(),
+            now.as_millisecond()
+        );
+        store
+            .put(
+                &Path::from(key),
+                PutPayload::from(audit.to_string().into_bytes()),
+            )
+            .await?;
+    }
+    Ok(report)
+}

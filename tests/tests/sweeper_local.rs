@@ -1,0 +1,132 @@
+//! The retention sweeper against the local directory store, with an injected clock: a 1-day
+//! class goes after two days (audio before record, an audit object records it), a 30-day class
+//! stays until its time, nothing outside the retention classes is touched, and a second pass
+//! deletes nothing more.
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use opname_operator::settings::StoreSettings;
+use opname_operator::sweeper::{open_store, sweep};
+
+async fn keys(store: &dyn ObjectStore) -> Vec<String> {
+    use futures::StreamExt;
+    let mut k: Vec<String> = store
+        .list(None)
+        .filter_map(|m| async move { m.ok().map(|m| m.location.to_string()) })
+        .collect()
+        .await;
+    k.sort();
+    k
+}
+
+#[tokio::test]
+async fn sweeps_expired_classes_only() {
+    let work = tempfile::tempdir().unwrap();
+    let settings = StoreSettings {
+        url: format!("file://{}", work.path().join("store").display()),
+        prefix: "recordings".into(),
+        credentials_secret: None,
+        env: Default::default(),
+    };
+    let store = open_store(&settings).unwrap();
+    for k in [
+        "recordings/r1/acme/2026/11/28/a.opus",
+        "recordings/r1/acme/2026/11/28/a.json",
+        "recordings/r1/acme/2026/11/28/orphan.opus",
+        "recordings/r30/acme/2026/11/28/b.opus",
+        "recordings/r30/acme/2026/11/28/b.json",
+        "other-team/keep.txt",
+    ] {
+        store
+            .put(&Path::from(k), b"x".to_vec().into())
+            .await
+            .unwrap();
+    }
+    let now = jiff::Timestamp::now();
+    let later = |days: i64| {
+        now.checked_add(jiff::SignedDuration::from_hours(24 * days))
+            .unwrap()
+    };
+
+    let nothing = sweep(store.as_ref(), "recordings", now, 1000)
+        .await
+        .unwrap();
+    assert!(
+        nothing.deleted.is_empty(),
+        "nothing is deleted before its time"
+    );
+
+    let first = sweep(store.as_ref(), "recordings", later(2), 1000)
+        .await
+        .unwrap();
+    let mut deleted = first.deleted.clone();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        [
+            "recordings/r1/acme/2026/11/28/a.json",
+            "recordings/r1/acme/2026/11/28/a.opus",
+            "recordings/r1/acme/2026/11/28/orphan.opus"
+        ]
+    );
+    let a_audio = first
+        .deleted
+        .iter()
+        .position(|k| k.ends_with("a.opus"))
+        .unwrap();
+    let a_record = first
+        .deleted
+        .iter()
+        .position(|k| k.ends_with("a.json"))
+        .unwrap();
+    assert!(
+        a_audio < a_record,
+        "audio before its record: {:?}",
+        first.deleted
+    );
+    let left = keys(store.as_ref()).await;
+    let audits: Vec<&String> = left
+        .iter()
+        .filter(|k| k.starts_with("recordings/audit/"))
+        .collect();
+    assert_eq!(audits.len(), 1, "{left:?}");
+    let audit: serde_json::Value = serde_json::from_slice(
+        &store
+            .get(&Path::from(audits[0].as_str()))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(audit["deleted"].as_array().unwrap().len(), 3);
+    assert!(audit["who"].as_str().unwrap().contains("sweeper"));
+    assert!(
+        left.contains(&"recordings/r30/acme/2026/11/28/b.opus".to_string())
+            && left.contains(&"other-team/keep.txt".to_string())
+    );
+
+    let again = sweep(store.as_ref(), "recordings", later(2), 1000)
+        .await
+        .unwrap();
+    assert!(
+        again.deleted.is_empty(),
+        "a second pass deletes nothing more"
+    );
+
+    let month = sweep(store.as_ref(), "recordings", later(31), 1000)
+        .await
+        .unwrap();
+    assert_eq!(month.deleted.len(), 2, "the 30-day class after its time");
+    let left = keys(store.as_ref()).await;
+    assert!(
+        left.contains(&"other-team/keep.txt".to_string()),
+        "outside the retention classes nothing is touched"
+    );
+    assert!(
+        !left
+            .iter()
+            .any(|k| k.contains("/r30/") || k.contains("/r1/"))
+    );
+}
