@@ -46,6 +46,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub store: Store<RecordingPolicy>,
+    /// How retention was last verified to be enforced (by the lifecycle task or the sweeper).
+    pub retention: Arc<std::sync::RwLock<Option<crate::retention::Enforcement>>>,
 }
 
 fn children_selector() -> watcher::Config {
@@ -78,18 +80,25 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let store = controller.store();
+    let retention: Arc<std::sync::RwLock<Option<crate::retention::Enforcement>>> = Arc::default();
     if lifecycle_enabled(&settings) {
         tokio::spawn(lifecycle_loop(
             settings.clone(),
             store.clone(),
             metrics.clone(),
+            retention.clone(),
         ));
     } else {
-        tokio::spawn(sweeper_loop(settings.clone(), metrics.clone()));
+        tokio::spawn(sweeper_loop(
+            settings.clone(),
+            metrics.clone(),
+            retention.clone(),
+        ));
     }
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         store,
+        retention,
         client: client.clone(),
         settings,
         metrics,
@@ -127,7 +136,12 @@ fn lifecycle_enabled(settings: &Settings) -> bool {
 }
 
 /// Keeps the bucket's lifecycle rules in line with the retention classes of all policies.
-async fn lifecycle_loop(settings: Settings, store: Store<RecordingPolicy>, metrics: Arc<Metrics>) {
+async fn lifecycle_loop(
+    settings: Settings,
+    store: Store<RecordingPolicy>,
+    metrics: Arc<Metrics>,
+    enforced: Arc<std::sync::RwLock<Option<crate::retention::Enforcement>>>,
+) {
     let bucket = match crate::lifecycle::Bucket::from_settings(&settings.store) {
         Ok(Some(b)) => b,
         Ok(None) => return,
@@ -152,6 +166,17 @@ async fn lifecycle_loop(settings: Settings, store: Store<RecordingPolicy>, metri
         match crate::lifecycle::enforce(&bucket, &settings.store.prefix, &classes).await {
             Ok(done) => {
                 metrics.lifecycle_rules.set(done.rules.len() as i64);
+                let classes = done
+                    .rules
+                    .iter()
+                    .filter_map(|r| match r {
+                        crate::retention::Rule::Expire { days, .. } => Some(*days),
+                        crate::retention::Rule::AbortMultipart { .. } => None,
+                    })
+                    .collect();
+                if let Ok(mut e) = enforced.write() {
+                    *e = Some(crate::retention::Enforcement::LifecycleRules(classes));
+                }
                 metrics
                     .lifecycle_verified
                     .set(jiff::Timestamp::now().as_second());
@@ -170,7 +195,11 @@ async fn lifecycle_loop(settings: Settings, store: Store<RecordingPolicy>, metri
 }
 
 /// Retention without lifecycle rules: sweep every interval.
-async fn sweeper_loop(settings: Settings, metrics: Arc<Metrics>) {
+async fn sweeper_loop(
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    enforced: Arc<std::sync::RwLock<Option<crate::retention::Enforcement>>>,
+) {
     let store = match crate::sweeper::open_store(&settings.store) {
         Ok(s) => s,
         Err(e) => {
@@ -194,6 +223,9 @@ async fn sweeper_loop(settings: Settings, metrics: Arc<Metrics>) {
             Ok(r) => {
                 metrics.swept_objects.inc_by(r.deleted.len() as u64);
                 metrics.swept_bytes.inc_by(r.bytes);
+                if let Ok(mut e) = enforced.write() {
+                    *e = Some(crate::retention::Enforcement::Sweeper);
+                }
                 if !r.deleted.is_empty() {
                     tracing::info!(
                         objects = r.deleted.len(),
@@ -229,7 +261,14 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .map(|p| (*p).clone())
         .collect();
-    let plan = fleet::plan(&ns, &policies, &ctx.settings, &Time(jiff::Timestamp::now()))?;
+    let retention = ctx.retention.read().ok().and_then(|r| r.clone());
+    let plan = fleet::plan(
+        &ns,
+        &policies,
+        &ctx.settings,
+        retention.as_ref(),
+        &Time(jiff::Timestamp::now()),
+    )?;
     match &plan.children {
         Some(children) => apply_children(&ctx.client, &ns, children).await?,
         None => delete_children(&ctx.client, &ns).await?,

@@ -113,7 +113,20 @@ fn condition(
     generation: Option<i64>,
     now: &Time,
 ) -> Condition {
-    let status = if status { "True" } else { "False" }.to_string();
+    let status = if status { "True" } else { "False" };
+    condition_with(existing, type_, status, reason, message, generation, now)
+}
+
+fn condition_with(
+    existing: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = status.to_string();
     let last_transition_time = existing
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -141,6 +154,7 @@ pub fn plan(
     namespace: &str,
     policies: &[RecordingPolicy],
     settings: &Settings,
+    retention: Option<&crate::retention::Enforcement>,
     now: &Time,
 ) -> Result<Plan, FleetError> {
     // Oldest first: the older policy keeps an identity two policies claim.
@@ -276,6 +290,21 @@ pub fn plan(
                         generation,
                         now,
                     ),
+                    {
+                        let (status, reason, message) = crate::retention::Enforcement::condition(
+                            retention,
+                            p.spec.retention_days,
+                        );
+                        condition_with(
+                            existing,
+                            "RetentionEnforced",
+                            status,
+                            reason,
+                            message,
+                            generation,
+                            now,
+                        )
+                    },
                 ],
                 fleet: Some(FleetStatus {
                     replicas: if active > 0 { replicas } else { 0 },

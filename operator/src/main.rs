@@ -121,7 +121,8 @@ fn render(config: Option<PathBuf>, namespace: &str, files: &[PathBuf]) -> Result
         }
     }
     let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-    let plan = fleet::plan(namespace, &policies, &settings, &now).map_err(|e| e.to_string())?;
+    let plan =
+        fleet::plan(namespace, &policies, &settings, None, &now).map_err(|e| e.to_string())?;
     let Some(c) = plan.children else {
         return Err("no active policy: nothing would be created".into());
     };

@@ -72,6 +72,45 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// How retention was last verified to be enforced, for the policies' `RetentionEnforced`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enforcement {
+    /// These classes have a lifecycle rule in force, read back from the bucket.
+    LifecycleRules(BTreeSet<u32>),
+    /// The sweeper completed a pass over every class.
+    Sweeper,
+}
+
+impl Enforcement {
+    /// `(status, reason, message)` of the condition for a policy keeping recordings `days`.
+    pub fn condition(this: Option<&Self>, days: u32) -> (&'static str, &'static str, String) {
+        match this {
+            None => (
+                "Unknown",
+                "NotVerified",
+                "retention has not been verified yet".into(),
+            ),
+            Some(Enforcement::LifecycleRules(classes)) if classes.contains(&days) => (
+                "True",
+                "LifecycleRule",
+                format!(
+                    "bucket lifecycle rule {RULE_PREFIX}r{days} is in force (verified by read-back)"
+                ),
+            ),
+            Some(Enforcement::LifecycleRules(_)) => (
+                "False",
+                "RuleMissing",
+                format!("no lifecycle rule for {days}-day retention is in force yet"),
+            ),
+            Some(Enforcement::Sweeper) => (
+                "True",
+                "Sweeper",
+                format!("recordings older than {days} days are deleted by the retention sweeper"),
+            ),
+        }
+    }
+}
+
 /// The key prefix of a retention class (the recorder's key layout, docs/storage.md).
 pub fn class_prefix(prefix: &str, days: u32) -> String {
     let prefix = prefix.trim_matches('/');

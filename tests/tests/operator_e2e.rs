@@ -295,6 +295,12 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
             .is_some_and(|(s, _)| s == "False")
     })
     .await;
+    // A local directory store has no lifecycle rules: the sweeper enforces retention.
+    wait_for("RetentionEnforced", 20, || {
+        condition(&policy(&server, "alice"), "RetentionEnforced")
+            == Some(("True".into(), "Sweeper".into()))
+    })
+    .await;
 
     // Kill the operator and start another: nothing duplicated, nothing lost, nothing recreated.
     let uid = one(&server, "apps", "v1", "deployments").unwrap()["metadata"]["uid"].clone();

@@ -66,6 +66,7 @@ fn renders_the_recorders_own_format_with_every_policy() {
             ),
         ],
         &settings(),
+        None,
         &at(100),
     )
     .unwrap();
@@ -114,6 +115,7 @@ fn deployment_service_and_pdb_are_production_shaped() {
         "acme",
         &[policy("alice", 1, &["1001"]), policy("bob", 2, &["1002"])],
         &settings(),
+        None,
         &at(0),
     )
     .unwrap();
@@ -239,7 +241,7 @@ fn replicas_follow_users_within_bounds_and_hpa_takes_over() {
     let mut s = settings();
     s.capacity.users_per_replica = 100;
     s.capacity.max_replicas = 10;
-    let p = plan("acme", &many, &s, &at(0)).unwrap();
+    let p = plan("acme", &many, &s, None, &at(0)).unwrap();
     assert_eq!(
         p.children.unwrap().deployment.spec.replicas,
         Some(10),
@@ -247,7 +249,7 @@ fn replicas_follow_users_within_bounds_and_hpa_takes_over() {
     );
     s.capacity.max_replicas = 50;
     assert_eq!(
-        plan("acme", &many, &s, &at(0))
+        plan("acme", &many, &s, None, &at(0))
             .unwrap()
             .children
             .unwrap()
@@ -259,7 +261,10 @@ fn replicas_follow_users_within_bounds_and_hpa_takes_over() {
     s.capacity.hpa = Some(HpaSettings {
         target_cpu_utilization: 60,
     });
-    let c = plan("acme", &many, &s, &at(0)).unwrap().children.unwrap();
+    let c = plan("acme", &many, &s, None, &at(0))
+        .unwrap()
+        .children
+        .unwrap();
     assert_eq!(c.deployment.spec.replicas, None, "the HPA owns replicas");
     let hpa = c.hpa.unwrap().spec;
     assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(13), 50));
@@ -273,7 +278,7 @@ fn host_network_and_credentials() {
     s.store
         .env
         .insert("AWS_ENDPOINT".into(), "https://s3.example".into());
-    let c = plan("acme", &[policy("alice", 1, &["1001"])], &s, &at(0))
+    let c = plan("acme", &[policy("alice", 1, &["1001"])], &s, None, &at(0))
         .unwrap()
         .children
         .unwrap();
@@ -338,7 +343,14 @@ fn identity_conflict_older_wins_event_once_and_clears() {
     let alice = policy("alice", 1, &["1001", "sip:alice@pbx"]);
     let mallory = policy("mallory", 5, &["sip:+1001@elsewhere", "1666"]);
     let now = at(10);
-    let p = plan("acme", &[mallory.clone(), alice.clone()], &settings(), &now).unwrap();
+    let p = plan(
+        "acme",
+        &[mallory.clone(), alice.clone()],
+        &settings(),
+        None,
+        &now,
+    )
+    .unwrap();
     let config = config_of(&p);
     assert_eq!(
         config.policies[1].identities,
@@ -375,7 +387,14 @@ fn identity_conflict_older_wins_event_once_and_clears() {
     // Reconciled again with the status written: no second event, transition time kept.
     let mut m2 = mallory.clone();
     m2.status = Some(st.clone());
-    let again = plan("acme", &[m2.clone(), alice.clone()], &settings(), &at(500)).unwrap();
+    let again = plan(
+        "acme",
+        &[m2.clone(), alice.clone()],
+        &settings(),
+        None,
+        &at(500),
+    )
+    .unwrap();
     assert!(again.events.is_empty());
     assert_eq!(
         again.statuses["mallory"].conditions[1].last_transition_time,
@@ -383,7 +402,7 @@ fn identity_conflict_older_wins_event_once_and_clears() {
     );
     // The conflict resolved: Normal event, Ready again.
     m2.spec.identities = vec!["1666".into()];
-    let fixed = plan("acme", &[m2, alice], &settings(), &at(900)).unwrap();
+    let fixed = plan("acme", &[m2, alice], &settings(), None, &at(900)).unwrap();
     assert_eq!(fixed.events[0].reason, "IdentityConflictResolved");
     assert!(!fixed.events[0].warning);
     assert_eq!(fixed.statuses["mallory"].conditions[0].status, "True");
@@ -397,7 +416,7 @@ fn identity_conflict_older_wins_event_once_and_clears() {
 fn suspended_or_deleted_policies_leave_no_fleet() {
     let mut a = policy("alice", 1, &["1001"]);
     a.spec.suspended = true;
-    let p = plan("acme", &[a.clone()], &settings(), &at(0)).unwrap();
+    let p = plan("acme", &[a.clone()], &settings(), None, &at(0)).unwrap();
     assert!(p.children.is_none());
     assert_eq!(p.statuses["alice"].conditions[0].reason, "Suspended");
     assert_eq!(
@@ -410,14 +429,43 @@ fn suspended_or_deleted_policies_leave_no_fleet() {
     let mut b = policy("bob", 2, &["1001"]);
     b.metadata.deletion_timestamp = Some(at(3));
     assert!(
-        plan("acme", &[b], &settings(), &at(4))
+        plan("acme", &[b], &settings(), None, &at(4))
             .unwrap()
             .children
             .is_none()
     );
     // A suspended policy claims nothing: another may use its devices.
     let c = policy("carol", 9, &["1001"]);
-    let p = plan("acme", &[a, c], &settings(), &at(0)).unwrap();
+    let p = plan("acme", &[a, c], &settings(), None, &at(0)).unwrap();
     assert_eq!(config_of(&p).policies[0].name, "carol");
     assert_eq!(p.statuses["carol"].conditions[1].status, "False");
+}
+
+#[test]
+fn retention_enforced_only_after_verification_and_for_the_policys_class() {
+    use crate::retention::Enforcement;
+    let alice = policy("alice", 1, &["1001"]);
+    let cond = |e: Option<&Enforcement>| {
+        let p = plan("acme", std::slice::from_ref(&alice), &settings(), e, &at(0)).unwrap();
+        let c = p.statuses["alice"]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "RetentionEnforced")
+            .unwrap()
+            .clone();
+        (c.status, c.reason)
+    };
+    assert_eq!(cond(None), ("Unknown".into(), "NotVerified".into()));
+    let rules = Enforcement::LifecycleRules([30, 90].into_iter().collect());
+    assert_eq!(
+        cond(Some(&rules)),
+        ("True".into(), "LifecycleRule".into()),
+        "alice keeps 90 days"
+    );
+    let other = Enforcement::LifecycleRules([30].into_iter().collect());
+    assert_eq!(cond(Some(&other)), ("False".into(), "RuleMissing".into()));
+    assert_eq!(
+        cond(Some(&Enforcement::Sweeper)),
+        ("True".into(), "Sweeper".into())
+    );
 }
