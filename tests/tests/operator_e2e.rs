@@ -126,6 +126,15 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         config.policies[1].mode,
         opname_recorder::config::Mode::OnDemand
     );
+    // The reconcile applies the ConfigMap first; the Deployment follows in the same pass.
+    wait_for("the Deployment owned by both policies", 10, || {
+        one(&server, "apps", "v1", "deployments").is_some_and(|d| {
+            d["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|o| o.len() == 2)
+        })
+    })
+    .await;
     let deployment = one(&server, "apps", "v1", "deployments").expect("Deployment");
     assert_eq!(deployment["spec"]["replicas"], 1);
     assert_eq!(
