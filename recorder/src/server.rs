@@ -743,7 +743,7 @@ fn partial_path(audio: &Path) -> PathBuf {
 }
 
 /// Writes a record atomically: a `.json` in the spool means "ready to upload".
-fn write_record(path: &Path, record: &RecordingRecord) -> std::io::Result<()> {
+fn write_record(path: &Path, record: &impl serde::Serialize) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, json)?;
@@ -897,9 +897,7 @@ fn recover(partial: &Path, shared: &Shared) -> Result<(), RecoverError> {
         .ok_or(RecoverError::Record)?
         .to_string();
     let record_path = audio.with_extension("json");
-    let tmp = audio.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&record)?)?;
-    std::fs::rename(&tmp, &record_path)?;
+    write_record(&record_path, &record)?;
     std::fs::remove_file(partial)?;
     tracing::warn!(file = %audio.display(), seconds, "recovered a recording interrupted by a crash; uploading it marked incomplete");
     shared

@@ -1128,26 +1128,11 @@ fn string_data(kind: &Kind, obj: &mut Value) {
         return;
     };
     for (k, v) in sd.as_object().into_iter().flatten() {
-        obj["data"][k] = json!(base64(v.as_str().unwrap_or_default().as_bytes()));
+        obj["data"][k] = json!(base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            v.as_str().unwrap_or_default()
+        ));
     }
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn create(

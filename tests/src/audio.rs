@@ -52,12 +52,7 @@ pub fn speech(
 
 pub fn ulaw_to_pcm(data: &[u8]) -> Vec<i16> {
     data.iter()
-        .map(|b| {
-            let u = !*b;
-            let t = (((u & 0x0f) as i32) << 3) + 0x84;
-            let t = t << ((u & 0x70) >> 4);
-            (if u & 0x80 != 0 { 0x84 - t } else { t - 0x84 }) as i16
-        })
+        .map(|b| opname_recorder::codec::ULAW[*b as usize])
         .collect()
 }
 

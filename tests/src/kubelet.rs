@@ -249,7 +249,14 @@ fn start_pod(
             .find(|s| s["metadata"]["name"] == name)
             .cloned()
     };
-    let decode = |v: &Value| v.as_str().and_then(base64_decode).unwrap_or_default();
+    let decode = |v: &Value| {
+        v.as_str()
+            .and_then(|s| {
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s).ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default()
+    };
     let mut cmd = Command::new(bin);
     cmd.args(&args)
         .env_clear()
@@ -292,32 +299,4 @@ fn start_pod(
         config_maps: maps.clone(),
         _process: proc,
     })
-}
-
-fn base64_decode(s: &str) -> Option<String> {
-    let table = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::new();
-    let clean: Vec<u8> = s
-        .bytes()
-        .filter(|b| *b != b'=' && !b.is_ascii_whitespace())
-        .collect();
-    for chunk in clean.chunks(4) {
-        let mut acc = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            acc |= table(*c)? << (18 - 6 * i);
-        }
-        for i in 0..chunk.len().saturating_sub(1) {
-            out.push((acc >> (16 - 8 * i)) as u8);
-        }
-    }
-    String::from_utf8(out).ok()
 }
