@@ -232,11 +232,157 @@ pub struct ExportPart {
     pub expires: Time,
 }
 
+/// Keeps recordings from deletion (retention and erasure) until the hold is deleted.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[kube(
+    group = "opname.dev",
+    version = "v1alpha1",
+    kind = "RecordingHold",
+    namespaced,
+    status = "RecordingHoldStatus",
+    shortname = "rhold",
+    category = "opname",
+    doc = "A legal hold: matching recordings are copied out of their retention class and survive until the hold is deleted.",
+    printcolumn(name = "Held", type_ = "integer", json_path = ".status.held"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".spec.reason"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("has(self.recordingIds) || has(self.users) || has(self.from) || has(self.to)").message("a hold needs at least one of recordingIds, users, from, to"))]
+#[x_kube(validation = Rule::new("!has(self.from) || !has(self.to) || timestamp(self.from) < timestamp(self.to)").message("from must be before to"))]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingHoldSpec {
+    /// Why the recordings are held (case number, request); shown in Events and audit records.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+    /// Only these recordings (ids as in the records and the recordings list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10000))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub recording_ids: Option<Vec<String>>,
+    /// Only recordings of these users (as in `RecordingPolicy.spec.user`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1000))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub users: Option<Vec<String>>,
+    /// Only recordings that started at or after this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Time>,
+    /// Only recordings that started before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Time>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingHoldStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Recordings this hold keeps.
+    #[serde(default)]
+    pub held: i64,
+    /// When the store was last scanned for matching recordings (new ones are held as they come).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan: Option<Time>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// Deletes recordings now, before their retention ends (a data subject's erasure request).
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[kube(
+    group = "opname.dev",
+    version = "v1alpha1",
+    kind = "RecordingErasure",
+    namespaced,
+    status = "RecordingErasureStatus",
+    shortname = "rerase",
+    category = "opname",
+    doc = "Erases all recordings of one identity, or the listed recordings, unless held; the status reports what was deleted.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Deleted",
+        type_ = "integer",
+        json_path = ".status.deletedCount"
+    ),
+    printcolumn(
+        name = "Held",
+        type_ = "integer",
+        json_path = ".status.skippedHeldCount"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("has(self.identity) != has(self.recordingIds)").message("give either identity or recordingIds"))]
+#[x_kube(validation = Rule::new("self == oldSelf").message("an erasure cannot be changed; create a new one"))]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingErasureSpec {
+    /// Erase every recording in which this identity took part: a user (as in
+    /// `RecordingPolicy.spec.user`), a SIP URI or a number, compared in normalised form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub identity: Option<String>,
+    /// Erase these recordings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 10000))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub recording_ids: Option<Vec<String>>,
+    /// Why (request reference); recorded in the audit object and the Event.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+pub enum ErasurePhase {
+    Running,
+    Completed,
+    Failed,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingErasureStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ErasurePhase>,
+    #[serde(default)]
+    pub deleted_count: i64,
+    #[serde(default)]
+    pub bytes_freed: i64,
+    /// Erased recordings (the first 1000; the audit object lists all).
+    #[serde(default)]
+    pub deleted: Vec<String>,
+    #[serde(default)]
+    pub skipped_held_count: i64,
+    /// Matching recordings kept because a hold covers them.
+    #[serde(default)]
+    pub skipped_held: Vec<String>,
+    /// The audit object in the store that lists everything deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
 /// The CRDs as YAML documents, in a stable order.
 pub fn crd_yaml() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError> {
     use kube::CustomResourceExt;
     let mut out = Vec::new();
-    for crd in [RecordingPolicy::crd(), BulkExport::crd()] {
+    for crd in [
+        RecordingPolicy::crd(),
+        BulkExport::crd(),
+        RecordingHold::crd(),
+        RecordingErasure::crd(),
+    ] {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let yaml = serde_saphyr::to_string(&crd)?;
         out.push((

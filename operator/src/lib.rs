@@ -3,11 +3,16 @@
 //! `crd` defines the resources, `settings` the operator's configuration, `fleet` the pure
 //! desired state, `controller` the thin layer that applies it.
 
+pub mod catalog;
 pub mod controller;
 pub mod crd;
+pub mod erasure;
 pub mod fleet;
+pub mod hold;
+pub mod index;
 pub mod lifecycle;
 pub mod metrics;
+pub mod requests;
 pub mod retention;
 pub mod settings;
 pub mod sweeper;

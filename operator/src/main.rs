@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use opname_operator::settings::Settings;
-use opname_operator::{controller, crd, fleet, metrics};
+use opname_operator::{controller, crd, fleet, metrics, requests};
 
 #[derive(Parser)]
 #[command(
@@ -193,7 +193,15 @@ async fn run(
         }
         let _ = stop_tx.send(true);
     });
-    controller::run(client, settings, metrics, stop).await;
+    tokio::join!(
+        controller::run(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            stop.clone()
+        ),
+        requests::run(client, settings, metrics, stop),
+    );
     drop(leading);
     // Closing the channel makes the lease task release the lease for the next replica.
     let _ = lease_task.await;

@@ -24,6 +24,9 @@ pub struct Metrics {
     /// Objects and bytes the sweeper deleted.
     pub swept_objects: Counter,
     pub swept_bytes: Counter,
+    /// Objects and bytes deleted by erasure requests.
+    pub erased_objects: Counter,
+    pub erased_bytes: Counter,
     /// Set once this replica leads and its controller runs.
     pub leading: AtomicBool,
 }
@@ -38,6 +41,8 @@ impl Metrics {
         let lifecycle_failures = Counter::default();
         let swept_objects = Counter::default();
         let swept_bytes = Counter::default();
+        let erased_objects = Counter::default();
+        let erased_bytes = Counter::default();
         let mut registry = Registry::with_prefix("opname_operator");
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
@@ -65,6 +70,26 @@ impl Metrics {
             "Lifecycle enforcements that failed",
             lifecycle_failures.clone(),
         );
+        registry.register(
+            "retention_deleted_objects",
+            "Objects the retention sweeper deleted",
+            swept_objects.clone(),
+        );
+        registry.register(
+            "retention_deleted_bytes",
+            "Bytes the retention sweeper freed",
+            swept_bytes.clone(),
+        );
+        registry.register(
+            "erased_objects",
+            "Objects deleted by erasure requests",
+            erased_objects.clone(),
+        );
+        registry.register(
+            "erased_bytes",
+            "Audio bytes freed by erasure requests",
+            erased_bytes.clone(),
+        );
         Arc::new(Self {
             registry,
             reconciles,
@@ -75,6 +100,8 @@ impl Metrics {
             lifecycle_failures,
             swept_objects,
             swept_bytes,
+            erased_objects,
+            erased_bytes,
             leading: AtomicBool::new(false),
         })
     }

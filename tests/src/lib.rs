@@ -344,3 +344,117 @@ pub fn stored_records(store: &Path) -> Vec<serde_json::Value> {
         .filter_map(|f| serde_json::from_slice(&std::fs::read(f).ok()?).ok())
         .collect()
 }
+
+/// Polls `f` every 100 ms until it holds; panics naming `what` after `secs`.
+pub async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    for _ in 0..secs * 10 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `opname-operator run` against a kubeconfig, logging to `dir/operator.log`.
+pub fn operator(kubeconfig: &str, dir: &Path, settings: &Path) -> Proc {
+    let path = dir.join("kubeconfig");
+    std::fs::write(&path, kubeconfig).expect("kubeconfig");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("operator.log"))
+        .expect("operator log");
+    Proc::spawn(
+        "opname-operator",
+        Command::new(bin("opname-operator"))
+            .args(["run", "--config"])
+            .arg(settings)
+            .args([
+                "--http",
+                &format!("127.0.0.1:{}", free_port()),
+                "--lease-namespace",
+                "opname-system",
+            ])
+            .env("KUBECONFIG", &path)
+            .env("RUST_LOG", "info,opname_operator=debug")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log),
+    )
+}
+
+/// A recording as the recorder files it, for tests of what reads the archive (holds, erasure,
+/// export, the recordings service) without recording calls first.
+pub struct Synthetic<'a> {
+    pub class: u32,
+    pub namespace: &'a str,
+    pub id: String,
+    pub user: &'a str,
+    pub start: jiff::Timestamp,
+    pub seconds: f64,
+    pub parties: [&'a str; 2],
+    pub audio: Vec<u8>,
+}
+
+impl Synthetic<'_> {
+    /// A time-ordered id for a start time, as the recorder's UUIDv7.
+    pub fn id_at(start: jiff::Timestamp, n: u32) -> String {
+        let ms = start.as_millisecond() as u64;
+        format!(
+            "{:08x}-{:04x}-7{:03x}-8000-{:012x}",
+            ms >> 16,
+            ms & 0xffff,
+            n >> 12 & 0xfff,
+            n as u64
+        )
+    }
+
+    /// Writes audio then record under `{prefix}/r{class}/{ns}/{yyyy}/{mm}/{dd}/{id}`.
+    pub async fn put(&self, store: &dyn object_store::ObjectStore, prefix: &str) -> String {
+        use object_store::ObjectStoreExt;
+        use sha2::Digest;
+        let d = self.start.to_zoned(jiff::tz::TimeZone::UTC).date();
+        let stem = format!(
+            "{prefix}/r{}/{}/{:04}/{:02}/{:02}/{}",
+            self.class,
+            self.namespace,
+            d.year(),
+            d.month(),
+            d.day(),
+            self.id
+        );
+        let end = self
+            .start
+            .checked_add(jiff::SignedDuration::from_secs_f64(self.seconds))
+            .expect("end");
+        let record = serde_json::json!({
+            "schema": 1, "id": self.id, "namespace": self.namespace, "user": self.user,
+            "policy": self.user, "mode": "Always",
+            "matchedIdentity": self.parties[0],
+            "participants": [
+                {"aor": self.parties[0], "channel": "left"},
+                {"aor": self.parties[1], "channel": "right"},
+            ],
+            "start": self.start, "end": end, "durationSeconds": self.seconds,
+            "codecs": ["PCMU"], "pauses": [], "streams": [],
+            "audio": {"key": format!("{stem}.opus"), "contentType": "audio/ogg; codecs=opus",
+                      "size": self.audio.len(), "sha256": hex::encode(sha2::Sha256::digest(&self.audio)),
+                      "sampleRate": 8000, "channels": 2},
+            "retentionDays": self.class,
+            "retainUntil": end.checked_add(jiff::SignedDuration::from_hours(24 * self.class as i64)).expect("retain"),
+            "complete": true, "endReason": "bye", "recorder": "test",
+        });
+        store
+            .put(&format!("{stem}.opus").into(), self.audio.clone().into())
+            .await
+            .expect("audio");
+        store
+            .put(
+                &format!("{stem}.json").into(),
+                record.to_string().into_bytes().into(),
+            )
+            .await
+            .expect("record");
+        stem
+    }
+}

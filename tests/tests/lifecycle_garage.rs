@@ -1,13 +1,15 @@
 //! Real expiry: Garage (which checks signatures and executes lifecycle rules) accepts opname's
 //! signed lifecycle configuration, and when its clock is three days ahead it deletes the
-//! recordings of a 1-day retention class and keeps those of a 30-day class and the unrelated
-//! objects under someone else's prefix.
+//! recordings of a 1-day retention class and keeps those of a 30-day class, the held copy a legal
+//! hold made of a 1-day recording, and the unrelated objects under someone else's prefix.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
+use opname_operator::catalog::Catalog;
+use opname_operator::hold::copy_in;
 use opname_operator::lifecycle::{Bucket, enforce};
 use opname_operator::settings::StoreSettings;
 use opname_tests::garage::Garage;
@@ -58,6 +60,16 @@ fn garage_expires_the_one_day_class_only() {
                 .await
                 .unwrap();
         }
+        // A legal hold on recording a, copied by the hold controller's own code.
+        let catalog = Catalog::new(store.clone(), "recordings");
+        let a = catalog
+            .list("acme", "")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.id == "a")
+            .unwrap();
+        copy_in(&catalog, "acme", "case-1", &a).await.unwrap();
         let bucket = Bucket::from_settings(&settings).unwrap().unwrap();
         let done = enforce(
             &bucket,
@@ -98,6 +110,8 @@ fn garage_expires_the_one_day_class_only() {
         left,
         [
             "other-team/keep.txt",
+            "recordings/held/acme/case-1/2026/11/28/a.json",
+            "recordings/held/acme/case-1/2026/11/28/a.opus",
             "recordings/r30/acme/2026/11/28/b.json",
             "recordings/r30/acme/2026/11/28/b.opus"
         ]

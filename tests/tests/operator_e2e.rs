@@ -4,51 +4,14 @@
 //! recorded under the applied policy.
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use opname_tests::apiserver::ApiServer;
 use opname_tests::audio::speech;
 use opname_tests::kubelet::Kubelet;
-use opname_tests::{Proc, bin, files_with, free_port, http_get, sipp_call, workspace};
+use opname_tests::{bin, files_with, http_get, operator, sipp_call, wait_for, workspace};
 use serde_json::{Value, json};
-
-async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    for _ in 0..secs * 10 {
-        if f() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn operator(server: &ApiServer, dir: &std::path::Path, settings: &std::path::Path) -> Proc {
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("operator.log"))
-        .unwrap();
-    Proc::spawn(
-        "opname-operator",
-        Command::new(bin("opname-operator"))
-            .args(["run", "--config"])
-            .arg(settings)
-            .args([
-                "--http",
-                &format!("127.0.0.1:{}", free_port()),
-                "--lease-namespace",
-                "opname-system",
-            ])
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info,opname_operator=debug")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log),
-    )
-}
 
 fn one(server: &ApiServer, group: &str, version: &str, plural: &str) -> Option<Value> {
     let items = server.list(group, version, plural, Some("acme"));
@@ -102,7 +65,7 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         HashMap::from([("opname-recorder".to_string(), bin("opname-recorder"))]),
         dir.join("pods"),
     );
-    let mut op = operator(&server, dir, &settings);
+    let mut op = operator(&server.kubeconfig(), dir, &settings);
 
     // Everything in examples/ is accepted as written.
     for f in files_with(&workspace().join("examples"), ".yaml") {
@@ -316,7 +279,7 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     op.signal("KILL");
     op.wait_exit(Duration::from_secs(5));
     let rv_before = server.resource_version();
-    let _op2 = operator(&server, dir, &settings);
+    let _op2 = operator(&server.kubeconfig(), dir, &settings);
     // The new replica waits for the dead one's lease (15 s) before reconciling.
     let log = || std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default();
     for _ in 0..400 {
