@@ -209,6 +209,15 @@ pub struct BulkExportStatus {
     pub start_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// Why the export failed or was refused, or what it found (an empty month).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the notification e-mail went out (it goes once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notified: Option<Time>,
+    /// The value of the `opname.dev/renew-links` annotation the links were last signed for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links_renewed_for: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
@@ -217,6 +226,7 @@ pub struct ExportProgress {
     pub recordings_done: i64,
     pub recordings_total: i64,
     pub bytes_done: i64,
+    pub bytes_total: i64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
@@ -226,10 +236,15 @@ pub struct ExportPart {
     pub key: String,
     pub size: i64,
     pub sha256: String,
-    /// Presigned download link.
-    pub url: String,
+    /// Recordings in this part.
+    pub recordings: i64,
+    /// Presigned download link (S3 stores; other stores are fetched through the recordings
+    /// service).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// When the link stops working.
-    pub expires: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<Time>,
 }
 
 /// Keeps recordings from deletion (retention and erasure) until the hold is deleted.

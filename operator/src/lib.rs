@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod controller;
 pub mod crd;
 pub mod erasure;
+pub mod export;
 pub mod fleet;
 pub mod hold;
 pub mod index;

@@ -26,6 +26,76 @@ pub struct Settings {
     pub capacity: CapacitySettings,
     pub rtp: RtpSettings,
     pub retention: RetentionSettings,
+    pub export: ExportSettings,
+}
+
+/// Bulk exports: the gate, the archives, the Job that writes them and the e-mail that announces
+/// them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportSettings {
+    /// Exports only cover users whose recordings are kept at least this many days (as in the
+    /// product this replaces); 0 switches the gate off.
+    pub min_retention_days: u32,
+    /// Largest ZIP part; a single recording larger than this gets a part of its own.
+    pub part_size_bytes: u64,
+    /// Days an export's archives are kept before their own lifecycle rule (or the sweeper)
+    /// deletes them.
+    pub archive_days: u32,
+    /// Endpoint used in download links, for users outside the cluster (default: the store's).
+    pub public_endpoint: Option<String>,
+    /// Pace of an export in bytes per second (0: as fast as the store allows).
+    pub bytes_per_second: u64,
+    /// The export Job: the operator's own image with the `export` subcommand.
+    pub image: String,
+    /// Namespace the Jobs run in (default: the operator's own, `POD_NAMESPACE`).
+    pub job_namespace: Option<String>,
+    pub service_account: String,
+    /// ConfigMap holding this configuration as `operator.yaml`, mounted into the Job.
+    pub config_map: String,
+    /// Secret with the store credentials (and `SMTP_USERNAME`/`SMTP_PASSWORD`) for the Job.
+    pub credentials_secret: Option<String>,
+    pub smtp: Option<SmtpSettings>,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self {
+            min_retention_days: 180,
+            part_size_bytes: 2 << 30,
+            archive_days: 14,
+            public_endpoint: None,
+            bytes_per_second: 0,
+            image: "ghcr.io/opname/opname-operator:0.1.0".into(),
+            job_namespace: None,
+            service_account: "opname-operator".into(),
+            config_map: "opname-operator".into(),
+            credentials_secret: None,
+            smtp: None,
+        }
+    }
+}
+
+/// The relay that sends export notifications; credentials come from `SMTP_USERNAME` and
+/// `SMTP_PASSWORD` in the environment (a Secret), never from this file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// Upgrade with STARTTLS (required when true).
+    #[serde(default = "default_true")]
+    pub starttls: bool,
+    pub from: String,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
