@@ -163,16 +163,20 @@ async fn lifecycle_loop(
             .iter()
             .map(|p| p.spec.retention_days)
             .collect();
-        match crate::lifecycle::enforce(&bucket, &settings.store.prefix, &classes).await {
+        match crate::lifecycle::enforce(
+            &bucket,
+            &settings.store.prefix,
+            &classes,
+            settings.export.archive_days,
+        )
+        .await
+        {
             Ok(done) => {
                 metrics.lifecycle_rules.set(done.rules.len() as i64);
                 let classes = done
                     .rules
                     .iter()
-                    .filter_map(|r| match r {
-                        crate::retention::Rule::Expire { days, .. } => Some(*days),
-                        crate::retention::Rule::AbortMultipart { .. } => None,
-                    })
+                    .filter_map(crate::retention::Rule::class)
                     .collect();
                 if let Ok(mut e) = enforced.write() {
                     *e = Some(crate::retention::Enforcement::LifecycleRules(classes));
@@ -217,6 +221,7 @@ async fn sweeper_loop(
             &settings.store.prefix,
             jiff::Timestamp::now(),
             settings.retention.sweep_deletes_per_second,
+            settings.export.archive_days,
         )
         .await
         {

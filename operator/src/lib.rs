@@ -3,6 +3,7 @@
 //! `crd` defines the resources, `settings` the operator's configuration, `fleet` the pure
 //! desired state, `controller` the thin layer that applies it.
 
+pub mod bulkexport;
 pub mod catalog;
 pub mod controller;
 pub mod crd;
@@ -12,7 +13,9 @@ pub mod fleet;
 pub mod hold;
 pub mod index;
 pub mod lifecycle;
+pub mod links;
 pub mod metrics;
+pub mod notify;
 pub mod requests;
 pub mod retention;
 pub mod settings;

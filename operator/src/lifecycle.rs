@@ -165,22 +165,21 @@ pub async fn enforce(
     bucket: &Bucket,
     prefix: &str,
     in_use: &BTreeSet<u32>,
+    archive_days: u32,
 ) -> Result<Enforced, LifecycleError> {
     let current = retention::parse(&bucket.get().await?)?;
     let mut retired_with_objects = BTreeSet::new();
     for r in &current.ours {
-        if let retention::Rule::Expire {
-            days, prefix: p, ..
-        } = r
-            && !in_use.contains(days)
+        if let (Some(days), retention::Rule::Expire { prefix: p, .. }) = (r.class(), r)
+            && !in_use.contains(&days)
             && bucket.holds_objects(p).await
         {
-            retired_with_objects.insert(*days);
+            retired_with_objects.insert(days);
         }
     }
     let classes =
         retention::classes_to_keep(in_use, &current, |d| retired_with_objects.contains(&d));
-    let want = retention::desired(prefix, &classes);
+    let want = retention::desired(prefix, &classes, archive_days);
     let written = match retention::plan(&current, &want) {
         Some(xml) => {
             bucket.put(xml).await?;

@@ -36,6 +36,19 @@ enum Command {
         #[arg(long, env = "POD_NAMESPACE", default_value = "opname-system")]
         lease_namespace: String,
     },
+    /// Run one BulkExport (what the export Job's pod runs).
+    Export {
+        #[arg(
+            long,
+            env = "OPNAME_OPERATOR_CONFIG",
+            default_value = "/etc/opname/operator.yaml"
+        )]
+        config: PathBuf,
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        name: String,
+    },
     /// Print the CRDs, or write them to a directory (`crds/` is generated this way).
     Crd {
         #[arg(long)]
@@ -66,6 +79,23 @@ fn main() -> ExitCode {
             namespace,
             policies,
         } => render(config, &namespace, &policies),
+        Command::Export {
+            config,
+            namespace,
+            name,
+        } => Settings::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|settings| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())
+                    .and_then(|rt| {
+                        rt.block_on(opname_operator::bulkexport::run_job(
+                            &settings, &namespace, &name,
+                        ))
+                    })
+            }),
         Command::Run {
             config,
             http,

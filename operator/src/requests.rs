@@ -1,5 +1,5 @@
-//! Controllers for what admins ask of the archive: legal holds (`RecordingHold`) and erasures
-//! (`RecordingErasure`). They share one context: the API client, the store's catalog and the
+//! Controllers for what admins ask of the archive: legal holds (`RecordingHold`), erasures
+//! (`RecordingErasure`) and exports (`BulkExport`). They share one context: the API client, the store's catalog and the
 //! Event recorder.
 
 use std::sync::Arc;
@@ -12,9 +12,10 @@ use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::crd::{RecordingErasure, RecordingHold};
+use crate::crd::{BulkExport, RecordingErasure, RecordingHold};
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use k8s_openapi::api::batch::v1::Job;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -26,6 +27,8 @@ pub enum Error {
     Store(#[from] object_store::Error),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    #[error("export: {0}")]
+    Export(String),
 }
 
 pub struct Context {
@@ -63,7 +66,7 @@ fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(Duration::from_secs(15))
 }
 
-/// Runs the hold and erasure controllers until `stop` resolves.
+/// Runs the hold, erasure and export controllers until `stop` resolves.
 pub async fn run(
     client: Client,
     settings: Settings,
@@ -107,5 +110,21 @@ pub async fn run(
     .graceful_shutdown_on(stopped(stop.clone()))
     .run(crate::erasure::reconcile, error_policy, ctx.clone())
     .for_each(|_| async {});
-    futures::join!(holds, erasures);
+    let jobs = Api::<Job>::namespaced(
+        client.clone(),
+        &crate::bulkexport::job_namespace(&ctx.settings),
+    );
+    let exports = Controller::new(
+        Api::<BulkExport>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        jobs,
+        watcher::Config::default().labels("app.kubernetes.io/name=opname-export"),
+        crate::bulkexport::export_of,
+    )
+    .graceful_shutdown_on(stopped(stop.clone()))
+    .run(crate::bulkexport::reconcile, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    futures::join!(holds, erasures, exports);
 }

@@ -43,6 +43,14 @@ impl Rule {
         }
     }
 
+    /// The retention class a rule expires (`opname-r{days}`), not the archives' rule.
+    pub fn class(&self) -> Option<u32> {
+        match self {
+            Rule::Expire { id, days, .. } if id == &format!("{RULE_PREFIX}r{days}") => Some(*days),
+            _ => None,
+        }
+    }
+
     fn xml(&self) -> String {
         let (id, prefix, action) = match self {
             Rule::Expire { id, prefix, days } => (
@@ -121,8 +129,9 @@ pub fn class_prefix(prefix: &str, days: u32) -> String {
     }
 }
 
-/// opname's rules for these retention classes.
-pub fn desired(prefix: &str, classes: &BTreeSet<u32>) -> Vec<Rule> {
+/// opname's rules for these retention classes, and for export archives kept `archive_days`
+/// (0: no archive rule).
+pub fn desired(prefix: &str, classes: &BTreeSet<u32>, archive_days: u32) -> Vec<Rule> {
     let root = prefix.trim_matches('/');
     let mut rules: Vec<Rule> = classes
         .iter()
@@ -133,6 +142,20 @@ pub fn desired(prefix: &str, classes: &BTreeSet<u32>) -> Vec<Rule> {
             days,
         })
         .collect();
+    if archive_days > 0 {
+        rules.push(Rule::Expire {
+            id: format!("{RULE_PREFIX}exports"),
+            prefix: format!(
+                "{}exports/",
+                if root.is_empty() {
+                    String::new()
+                } else {
+                    format!("{root}/")
+                }
+            ),
+            days: archive_days,
+        });
+    }
     rules.push(Rule::AbortMultipart {
         id: format!("{RULE_PREFIX}abort-incomplete-uploads"),
         prefix: if root.is_empty() {
@@ -233,11 +256,11 @@ pub fn classes_to_keep(
 ) -> BTreeSet<u32> {
     let mut keep = in_use.clone();
     for r in &current.ours {
-        if let Rule::Expire { days, .. } = r
-            && !in_use.contains(days)
-            && still_holds_objects(*days)
+        if let Some(days) = r.class()
+            && !in_use.contains(&days)
+            && still_holds_objects(days)
         {
-            keep.insert(*days);
+            keep.insert(days);
         }
     }
     keep
@@ -297,7 +320,7 @@ mod tests {
 
     #[test]
     fn one_rule_per_class_on_its_prefix_plus_multipart_abort() {
-        let rules = desired("/recordings/", &set(&[90, 30, 30]));
+        let rules = desired("/recordings/", &set(&[90, 30, 30]), 0);
         assert_eq!(
             rules,
             [
@@ -319,7 +342,7 @@ mod tests {
             ]
         );
         assert!(
-            desired("", &set(&[0]))
+            desired("", &set(&[0]), 0)
                 .iter()
                 .all(|r| matches!(r, Rule::AbortMultipart { .. })),
             "a 0-day class never deletes everything now"
@@ -331,7 +354,7 @@ mod tests {
         let current = parse(FOREIGN).unwrap();
         assert_eq!(current.foreign.len(), 1);
         assert!(current.foreign[0].contains("<ID>logs-cleanup</ID>"));
-        let want = desired("recordings", &set(&[30, 90]));
+        let want = desired("recordings", &set(&[30, 90]), 14);
         let body = plan(&current, &want).expect("r90 and the abort rule are missing");
         let written = parse(&body).unwrap();
         assert_eq!(
@@ -349,9 +372,14 @@ mod tests {
 
     #[test]
     fn retired_classes_keep_their_rule_while_objects_remain() {
-        let current =
-            parse(&plan(&Configuration::default(), &desired("rec", &set(&[7, 30]))).unwrap())
-                .unwrap();
+        let current = parse(
+            &plan(
+                &Configuration::default(),
+                &desired("rec", &set(&[7, 30]), 0),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             classes_to_keep(&set(&[30]), &current, |d| d == 7),
             set(&[7, 30])

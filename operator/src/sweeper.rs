@@ -49,13 +49,15 @@ async fn delete(store: &dyn ObjectStore, key: &str) -> Result<(), object_store::
     }
 }
 
-/// One pass over every retention class under `prefix`, deleting at most `per_second` objects a
-/// second.
+/// One pass over every retention class under `prefix`, and over the export archives kept
+/// `archive_days` (0: kept until their BulkExport is deleted), deleting at most `per_second`
+/// objects a second.
 pub async fn sweep(
     store: &dyn ObjectStore,
     prefix: &str,
     now: jiff::Timestamp,
     per_second: u32,
+    archive_days: u32,
 ) -> Result<SweepReport, SweepError> {
     let root = prefix.trim_matches('/');
     let classes = store.list_with_delimiter(Some(&Path::from(root))).await?;
@@ -105,6 +107,25 @@ pub async fn sweep(
             }
             if !planned.is_empty() {
                 report.bytes += sizes;
+            }
+        }
+    }
+    if archive_days > 0 {
+        let exports = if root.is_empty() {
+            "exports".to_string()
+        } else {
+            format!("{root}/exports")
+        };
+        let mut listing = store.list(Some(&Path::from(exports)));
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let created = jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
+                .unwrap_or(now);
+            if retention::expired(created, archive_days, now) {
+                delete(store, meta.location.as_ref()).await?;
+                report.deleted.push(meta.location.to_string());
+                report.bytes += meta.size;
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -176,7 +197,7 @@ mod tests {
                 let now = jiff::Timestamp::now()
                     .checked_add(jiff::SignedDuration::from_hours(24 * days_later))
                     .unwrap();
-                sweep(store.as_ref(), "rec", now, 1_000_000).await.unwrap();
+                sweep(store.as_ref(), "rec", now, 1_000_000, 0).await.unwrap();
                 let left: BTreeSet<String> = catalog.list("acme", "").await.unwrap()
                     .into_iter().map(|e| e.id).collect();
                 for (i, (class, held)) in recordings.iter().enumerate() {

@@ -75,6 +75,7 @@ fn garage_expires_the_one_day_class_only() {
             &bucket,
             "recordings",
             &[1, 30].into_iter().collect::<BTreeSet<u32>>(),
+            0,
         )
         .await
         .expect("a signature-checking server accepts the lifecycle PUT");

@@ -35,7 +35,7 @@ async fn lifecycle_round_trip() {
         .unwrap();
     let classes = |d: &[u32]| d.iter().copied().collect::<BTreeSet<u32>>();
 
-    let first = enforce(&bucket, "recordings", &classes(&[30, 90]))
+    let first = enforce(&bucket, "recordings", &classes(&[30, 90]), 14)
         .await
         .unwrap();
     assert!(first.written);
@@ -43,6 +43,7 @@ async fn lifecycle_round_trip() {
         ids(&first.rules),
         [
             "opname-abort-incomplete-uploads",
+            "opname-exports",
             "opname-r30",
             "opname-r90"
         ]
@@ -53,20 +54,29 @@ async fn lifecycle_round_trip() {
         "the foreign rule survives: {raw}"
     );
     assert!(raw.contains("recordings/r90/"), "{raw}");
+    assert!(
+        raw.contains("recordings/exports/"),
+        "archives expire by their own rule: {raw}"
+    );
 
-    let again = enforce(&bucket, "recordings", &classes(&[30, 90]))
+    let again = enforce(&bucket, "recordings", &classes(&[30, 90]), 14)
         .await
         .unwrap();
     assert!(!again.written, "nothing changed, nothing written");
 
     // A policy moved from 90 to 7 days; nothing is stored under r90 yet: its rule goes.
-    let changed = enforce(&bucket, "recordings", &classes(&[7, 30]))
+    let changed = enforce(&bucket, "recordings", &classes(&[7, 30]), 14)
         .await
         .unwrap();
     assert!(changed.written);
     assert_eq!(
         ids(&changed.rules),
-        ["opname-abort-incomplete-uploads", "opname-r30", "opname-r7"]
+        [
+            "opname-abort-incomplete-uploads",
+            "opname-exports",
+            "opname-r30",
+            "opname-r7"
+        ]
     );
 
     // r7 is retired while a recording is still stored under it: its rule stays.
@@ -77,7 +87,7 @@ async fn lifecycle_round_trip() {
         )
         .await
         .unwrap();
-    let retired = enforce(&bucket, "recordings", &classes(&[30]))
+    let retired = enforce(&bucket, "recordings", &classes(&[30]), 14)
         .await
         .unwrap();
     assert!(!retired.written);

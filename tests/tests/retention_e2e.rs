@@ -188,7 +188,7 @@ async fn hold_erasure_and_release() {
     let later = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_hours(72))
         .unwrap();
-    opname_operator::sweeper::sweep(store.as_ref(), "recordings", later, 1000)
+    opname_operator::sweeper::sweep(store.as_ref(), "recordings", later, 1000, 14)
         .await
         .unwrap();
     let left = keys(&store);

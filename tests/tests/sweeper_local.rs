@@ -1,7 +1,7 @@
 //! The retention sweeper against the local directory store, with an injected clock: a 1-day
 //! class goes after two days (audio before record, an audit object records it), a 30-day class
-//! stays until its time, nothing outside the retention classes is touched, and a second pass
-//! deletes nothing more.
+//! stays until its time, export archives go after their own 14 days, nothing outside the retention
+//! classes and archives is touched, and a second pass deletes nothing more.
 
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -36,6 +36,7 @@ async fn sweeps_expired_classes_only() {
         "recordings/r30/acme/2026/11/28/b.opus",
         "recordings/r30/acme/2026/11/28/b.json",
         "other-team/keep.txt",
+        "recordings/exports/acme/nov/nov-2026-11-part-001-of-001.zip",
     ] {
         store
             .put(&Path::from(k), b"x".to_vec().into())
@@ -48,7 +49,7 @@ async fn sweeps_expired_classes_only() {
             .unwrap()
     };
 
-    let nothing = sweep(store.as_ref(), "recordings", now, 1000)
+    let nothing = sweep(store.as_ref(), "recordings", now, 1000, 14)
         .await
         .unwrap();
     assert!(
@@ -56,7 +57,7 @@ async fn sweeps_expired_classes_only() {
         "nothing is deleted before its time"
     );
 
-    let first = sweep(store.as_ref(), "recordings", later(2), 1000)
+    let first = sweep(store.as_ref(), "recordings", later(2), 1000, 14)
         .await
         .unwrap();
     let mut deleted = first.deleted.clone();
@@ -107,7 +108,7 @@ async fn sweeps_expired_classes_only() {
             && left.contains(&"other-team/keep.txt".to_string())
     );
 
-    let again = sweep(store.as_ref(), "recordings", later(2), 1000)
+    let again = sweep(store.as_ref(), "recordings", later(2), 1000, 14)
         .await
         .unwrap();
     assert!(
@@ -115,10 +116,15 @@ async fn sweeps_expired_classes_only() {
         "a second pass deletes nothing more"
     );
 
-    let month = sweep(store.as_ref(), "recordings", later(31), 1000)
+    let month = sweep(store.as_ref(), "recordings", later(31), 1000, 14)
         .await
         .unwrap();
-    assert_eq!(month.deleted.len(), 2, "the 30-day class after its time");
+    assert_eq!(
+        month.deleted.len(),
+        3,
+        "the 30-day class after its time, and the 14-day export archive"
+    );
+    assert!(month.deleted.iter().any(|k| k.contains("/exports/")));
     let left = keys(store.as_ref()).await;
     assert!(
         left.contains(&"other-team/keep.txt".to_string()),
