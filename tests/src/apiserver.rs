@@ -663,7 +663,15 @@ impl ApiServer {
                     kind: k.into(),
                     namespaced: ns,
                     schema: None,
-                    status_subresource: false,
+                    // As in Kubernetes: writes to the object leave these kinds' status alone.
+                    status_subresource: matches!(
+                        p,
+                        "jobs"
+                            | "deployments"
+                            | "pods"
+                            | "horizontalpodautoscalers"
+                            | "poddisruptionbudgets"
+                    ),
                 },
             );
         }

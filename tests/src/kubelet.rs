@@ -8,6 +8,11 @@
 //! are rewritten to those directories. All pods share loopback here, so the kubelet gives each
 //! pod its own ports by rewriting the listen addresses in the projected recorder configuration
 //! (a real pod has its own network namespace). A changed pod template restarts the pods.
+//!
+//! Jobs run one pod at a time until it exits 0 (status `succeeded`, condition `Complete`); a pod
+//! that fails is counted in `failed` and started again until `backoffLimit` is exhausted
+//! (condition `Failed`); a deleted Job's pod is killed. Every pod gets `KUBECONFIG` pointing at
+//! the emulator, as a real pod gets its service-account token and the in-cluster address.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -40,8 +45,17 @@ impl Pod {
     }
 }
 
+/// A running pod of a Job.
+pub struct JobPod {
+    pub namespace: String,
+    pub job: String,
+    uid: String,
+    pub pod: Pod,
+}
+
 pub struct Kubelet {
     pub pods: Arc<std::sync::Mutex<Vec<Pod>>>,
+    pub job_pods: Arc<std::sync::Mutex<Vec<JobPod>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -58,15 +72,31 @@ impl Kubelet {
     /// `images`: image name prefix → local binary.
     pub fn start(server: Arc<ApiServer>, images: HashMap<String, PathBuf>, root: PathBuf) -> Self {
         let pods: Arc<std::sync::Mutex<Vec<Pod>>> = Arc::default();
-        let p = pods.clone();
+        let job_pods: Arc<std::sync::Mutex<Vec<JobPod>>> = Arc::default();
+        let (p, j) = (pods.clone(), job_pods.clone());
         let task = tokio::spawn(async move {
             let mut n = 0u32;
             loop {
                 sync(&server, &images, &root, &p, &mut n);
+                sync_jobs(&server, &images, &root, &j, &mut n).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
-        Self { pods, task }
+        Self {
+            pods,
+            job_pods,
+            task,
+        }
+    }
+
+    /// Kills the running pod of a Job (as a node failure would); returns whether there was one.
+    pub fn kill_job_pod(&self, job_prefix: &str) -> bool {
+        self.job_pods.lock().is_ok_and(|p| {
+            p.iter()
+                .find(|p| p.job.starts_with(job_prefix))
+                .map(|p| p.pod._process.signal("KILL"))
+                .is_some()
+        })
     }
 
     /// (SIP address, HTTP address) of each running pod of a namespace.
@@ -80,6 +110,90 @@ impl Kubelet {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// Runs Jobs' pods and writes their outcome into the Jobs' status.
+async fn sync_jobs(
+    server: &ApiServer,
+    images: &HashMap<String, PathBuf>,
+    root: &Path,
+    pods: &std::sync::Mutex<Vec<JobPod>>,
+    n: &mut u32,
+) {
+    let jobs = server.list("batch", "v1", "jobs", None);
+    let mut outcomes = Vec::new();
+    {
+        let Ok(mut pods) = pods.lock() else { return };
+        // Pods of deleted Jobs are killed (dropping the process kills it).
+        pods.retain(|p| jobs.iter().any(|j| j["metadata"]["uid"] == p.uid.as_str()));
+        pods.retain_mut(|p| match p.pod._process.child.try_wait() {
+            Ok(Some(status)) => {
+                outcomes.push((p.namespace.clone(), p.job.clone(), status.success()));
+                false
+            }
+            _ => true,
+        });
+        for j in &jobs {
+            let (ns, name, uid) = (
+                j["metadata"]["namespace"].as_str().unwrap_or_default(),
+                j["metadata"]["name"].as_str().unwrap_or_default(),
+                j["metadata"]["uid"].as_str().unwrap_or_default(),
+            );
+            let finished = j["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["status"] == "True"));
+            let exited_now = outcomes.iter().any(|(o_ns, o, _)| o_ns == ns && o == name);
+            if finished || exited_now || pods.iter().any(|p| p.uid == uid) {
+                continue;
+            }
+            *n += 1;
+            let volumes = j["spec"]["template"]["spec"]["volumes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let maps = config_maps(server, ns, &volumes);
+            let pod_name = format!("{name}-{n:04}");
+            match start_pod(server, images, root, ns, name, &pod_name, j, &maps) {
+                Ok(pod) => pods.push(JobPod {
+                    namespace: ns.to_string(),
+                    job: name.to_string(),
+                    uid: uid.to_string(),
+                    pod,
+                }),
+                Err(e) => eprintln!("kubelet: cannot start {ns}/{pod_name}: {e}"),
+            }
+        }
+    }
+    for (ns, name, ok) in outcomes {
+        let Some(j) = jobs.iter().find(|j| {
+            j["metadata"]["namespace"] == ns.as_str() && j["metadata"]["name"] == name.as_str()
+        }) else {
+            continue;
+        };
+        let now = jiff::Timestamp::now().to_string();
+        let failed = j["status"]["failed"].as_u64().unwrap_or(0) + u64::from(!ok);
+        let limit = j["spec"]["backoffLimit"].as_u64().unwrap_or(6);
+        let status = if ok {
+            serde_json::json!({"succeeded": 1, "failed": failed, "completionTime": now,
+                "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": now}]})
+        } else if failed > limit {
+            serde_json::json!({"failed": failed,
+                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": now}]})
+        } else {
+            serde_json::json!({"failed": failed})
+        };
+        let (code, body) = server
+            .request(
+                "PATCH",
+                &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}/status"),
+                "application/merge-patch+json",
+                &serde_json::json!({ "status": status }).to_string(),
+            )
+            .await;
+        if code != 200 {
+            eprintln!("kubelet: cannot update Job {ns}/{name}: {code} {body}");
+        }
     }
 }
 
@@ -261,10 +375,17 @@ fn start_pod(
     cmd.args(&args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .env("KUBECONFIG", dir.join("kubeconfig"));
+    std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).map_err(|e| e.to_string())?;
     for from in c["envFrom"].as_array().into_iter().flatten() {
         if let Some(name) = from["secretRef"]["name"].as_str() {
-            let s = secret(name).ok_or_else(|| format!("secret {name} not found"))?;
+            let Some(s) = secret(name) else {
+                if from["secretRef"]["optional"] == true {
+                    continue;
+                }
+                return Err(format!("secret {name} not found"));
+            };
             for (k, v) in s["data"].as_object().into_iter().flatten() {
                 cmd.env(k, decode(v));
             }

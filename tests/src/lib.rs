@@ -14,6 +14,7 @@ pub mod audio;
 pub mod garage;
 pub mod kubelet;
 pub mod s3;
+pub mod smtp;
 
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
