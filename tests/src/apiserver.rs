@@ -68,6 +68,10 @@ pub struct Store {
     /// Last configuration each field manager applied, per object (and per status).
     applied: HashMap<(Key, String, bool), Value>,
     next_uid: u64,
+    /// TokenReview: token → (username, groups).
+    tokens: HashMap<String, (String, Vec<String>)>,
+    /// SubjectAccessReview: what is allowed, as (user, verb, group, resource, namespace).
+    grants: Vec<(String, String, String, String, String)>,
 }
 
 pub struct ApiServer {
@@ -785,6 +789,25 @@ impl ApiServer {
         out
     }
 
+    /// A bearer token TokenReview accepts as `user`.
+    pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
+        self.store.lock().unwrap().tokens.insert(
+            token.into(),
+            (user.into(), groups.iter().map(|g| g.to_string()).collect()),
+        );
+    }
+
+    /// Lets SubjectAccessReview allow `user` to `verb` `group`/`resource` in `namespace`.
+    pub fn grant(&self, user: &str, verb: &str, group: &str, resource: &str, namespace: &str) {
+        self.store.lock().unwrap().grants.push((
+            user.into(),
+            verb.into(),
+            group.into(),
+            resource.into(),
+            namespace.into(),
+        ));
+    }
+
     /// Drops watch history so that older resourceVersions answer 410 (tests of relisting).
     pub fn compact(&self) {
         self.store.lock().unwrap().history.clear();
@@ -829,6 +852,43 @@ async fn handle(State((store, tx)): State<Shared>, req: Request) -> Response {
     let body = axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024)
         .await
         .unwrap_or_default();
+    // Authentication and authorization reviews answer from the tables a test configures.
+    if method == Method::POST
+        && (path == "/apis/authentication.k8s.io/v1/tokenreviews"
+            || path == "/apis/authorization.k8s.io/v1/subjectaccessreviews")
+    {
+        let mut review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let s = store.lock().unwrap();
+        review["status"] = if path.ends_with("tokenreviews") {
+            match s
+                .tokens
+                .get(review["spec"]["token"].as_str().unwrap_or_default())
+            {
+                Some((user, groups)) => {
+                    json!({"authenticated": true, "user": {"username": user, "groups": groups}})
+                }
+                None => json!({"authenticated": false, "error": "invalid bearer token"}),
+            }
+        } else {
+            let spec = &review["spec"];
+            let a = &spec["resourceAttributes"];
+            let field = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            let asked = (
+                field(&spec["user"]),
+                field(&a["verb"]),
+                field(&a["group"]),
+                field(&a["resource"]),
+                field(&a["namespace"]),
+            );
+            json!({"allowed": s.grants.contains(&asked)})
+        };
+        return (
+            StatusCode::CREATED,
+            [("content-type", "application/json")],
+            review.to_string(),
+        )
+            .into_response();
+    }
     if path == "/version" {
         let v = json!({"major": "1", "minor": "37", "gitVersion": "v1.37.0-opname-emulator"});
         return ([("content-type", "application/json")], v.to_string()).into_response();

@@ -80,6 +80,17 @@ fn default_values_render_lint_and_configure_the_operator() {
     assert_eq!(s.rtp.mode, RtpMode::PodNetwork);
     assert!(s.retention.lifecycle);
     assert_eq!(s.retention.interval_seconds, 300);
+    assert_eq!(s.export.min_retention_days, 180);
+    assert_eq!(s.export.part_size_bytes, 2 << 30);
+    assert_eq!(
+        s.export.config_map, "opname-operator",
+        "the Job mounts this very file"
+    );
+    assert_eq!(
+        s.export.credentials_secret.as_deref(),
+        Some("opname-operator-store")
+    );
+    assert_eq!(s.export.smtp, None);
     // Least privilege: no wildcards, no secrets, leases only in the release namespace.
     let rules = &find(&docs, "ClusterRole")[0]["rules"];
     let text = rules.to_string();
@@ -104,7 +115,8 @@ fn other_modes_render_too() {
         "store": {"url": "file:///var/lib/opname", "credentialsSecret": null, "env": {}},
         "capacity": {"hpa": {"targetCpuUtilization": 60}, "minReplicas": 1},
         "rtp": {"mode": "HostNetwork"},
-        "recorder": {"resources": {"cpuLimit": "2"}}
+        "recorder": {"resources": {"cpuLimit": "2"}},
+        "export": {"minRetentionDays": 0, "smtp": {"host": "smtp.example.com", "from": "rec@example.com"}}
     }));
     assert!(lint["errors"].as_array().unwrap().is_empty(), "{lint}");
     let s = settings_of(&docs);
@@ -113,4 +125,10 @@ fn other_modes_render_too() {
     assert_eq!(s.store.credentials_secret, None);
     assert_eq!(s.recorder.resources.cpu_limit.as_deref(), Some("2"));
     assert_eq!(s.capacity.min_replicas, 1);
+    assert_eq!(s.export.min_retention_days, 0);
+    let smtp = s.export.smtp.unwrap();
+    assert_eq!(
+        (smtp.host.as_str(), smtp.port, smtp.starttls),
+        ("smtp.example.com", 587, true)
+    );
 }
