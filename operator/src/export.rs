@@ -140,7 +140,7 @@ pub fn safe_component(raw: &str) -> String {
 }
 
 /// The user part of an AoR (`sip:+3120…@pbx` → `+3120…`), for file names.
-fn party(aor: Option<&str>) -> String {
+pub fn party(aor: Option<&str>) -> String {
     let Some(aor) = aor else {
         return "unknown".into();
     };

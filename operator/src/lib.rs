@@ -3,6 +3,8 @@
 //! `crd` defines the resources, `settings` the operator's configuration, `fleet` the pure
 //! desired state, `controller` the thin layer that applies it.
 
+pub mod access;
+pub mod browser;
 pub mod bulkexport;
 pub mod catalog;
 pub mod controller;

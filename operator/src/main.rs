@@ -49,6 +49,20 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Serve the recordings API and web page (access reviewed by the Kubernetes API).
+    Recordings {
+        #[arg(
+            long,
+            env = "OPNAME_OPERATOR_CONFIG",
+            default_value = "/etc/opname/operator.yaml"
+        )]
+        config: PathBuf,
+        #[arg(long, env = "OPNAME_RECORDINGS_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// Mark the login cookie `Secure` (off only for plain-HTTP test setups).
+        #[arg(long, env = "OPNAME_SECURE_COOKIE", default_value_t = true, action = clap::ArgAction::Set)]
+        secure_cookie: bool,
+    },
     /// Print the CRDs, or write them to a directory (`crds/` is generated this way).
     Crd {
         #[arg(long)]
@@ -96,6 +110,15 @@ fn main() -> ExitCode {
                         ))
                     })
             }),
+        Command::Recordings {
+            config,
+            listen,
+            secure_cookie,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(recordings(config, listen, secure_cookie))),
         Command::Run {
             config,
             http,
@@ -236,6 +259,25 @@ async fn run(
     // Closing the channel makes the lease task release the lease for the next replica.
     let _ = lease_task.await;
     Ok(())
+}
+
+async fn recordings(
+    config: PathBuf,
+    listen: std::net::SocketAddr,
+    secure_cookie: bool,
+) -> Result<(), String> {
+    let settings = Settings::load(&config).map_err(|e| e.to_string())?;
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("Kubernetes client: {e}"))?;
+    let store = opname_operator::sweeper::open_store(&settings.store).map_err(|e| e.to_string())?;
+    let catalog = opname_operator::catalog::Catalog::new(store, &settings.store.prefix);
+    let svc = opname_operator::browser::Service::new(catalog, client, secure_cookie);
+    tokio::select! {
+        r = opname_operator::browser::serve(svc, listen) => r,
+        _ = sigterm() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
 }
 
 async fn sigterm() {
