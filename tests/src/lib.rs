@@ -459,3 +459,50 @@ impl Synthetic<'_> {
         stem
     }
 }
+
+/// `seconds` of a stereo tone as Ogg Opus (the recorder's own writer), for tests that play audio.
+pub fn ogg_opus_tone(seconds: u32) -> Vec<u8> {
+    let mut enc = opus::Encoder::new(8000, opus::Channels::Stereo, opus::Application::Voip)
+        .expect("opus encoder");
+    let mut w =
+        opname_recorder::ogg::OggOpusWriter::new(Vec::new(), 7, 2, 8000, 312, "opname-tests")
+            .expect("ogg");
+    let mut pcm = [0i16; 320];
+    let mut out = [0u8; 1500];
+    for frame in 0..seconds * 50 {
+        for i in 0..160 {
+            let t = (frame * 160 + i) as f32 / 8000.0;
+            let s = (t * 440.0 * std::f32::consts::TAU).sin() * 8000.0;
+            pcm[2 * i as usize] = s as i16;
+            pcm[2 * i as usize + 1] = (s * 0.5) as i16;
+        }
+        let n = enc.encode(&pcm, &mut out).expect("encode");
+        w.write_audio(&out[..n]).expect("ogg page");
+    }
+    w.finish().expect("ogg end")
+}
+
+/// `opname-operator recordings` against a kubeconfig, on a free port, logging to `dir`.
+pub fn recordings_service(kubeconfig: &str, dir: &Path, settings: &Path) -> (Proc, SocketAddr) {
+    let path = dir.join("kubeconfig-recordings");
+    std::fs::write(&path, kubeconfig).expect("kubeconfig");
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let log = std::fs::File::create(dir.join("recordings.log")).expect("log");
+    let proc = Proc::spawn(
+        "opname-operator recordings",
+        Command::new(bin("opname-operator"))
+            .args(["recordings", "--config"])
+            .arg(settings)
+            .args(["--listen", &addr.to_string(), "--secure-cookie", "false"])
+            .env("KUBECONFIG", &path)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log),
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || http_get(addr, "/healthz")
+            .is_ok_and(|(c, _)| c == 200)),
+        "recordings service did not start"
+    );
+    (proc, addr)
+}

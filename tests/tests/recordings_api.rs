@@ -1,0 +1,360 @@
+//! The recordings API through the real `opname-operator recordings` service, with access decided
+//! by the API-server emulator's TokenReview and SubjectAccessReview tables: filters, cursor
+//! pagination, one record, audio with Range requests and download names, the audit trail of plays
+//! and downloads, exports listed and requested; 401 without a token, 403 without permission and
+//! across namespaces.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::ObjectStore;
+use opname_operator::settings::StoreSettings;
+use opname_tests::apiserver::ApiServer;
+use opname_tests::{Synthetic, recordings_service, workspace};
+use serde_json::Value;
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn get(&self, token: Option<&str>, path: &str, range: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn json(&self, token: &str, path: &str) -> Value {
+        let resp = self.get(Some(token), path, None).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.json().await.unwrap()
+    }
+}
+
+const LIST: &str =
+    "/api/v1/namespaces/acme/recordings?from=2026-11-01T00:00:00Z&to=2026-11-04T00:00:00Z";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filter_page_play_download_and_access_control() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let store_dir = dir.join("store");
+    let store = opname_operator::sweeper::open_store(&StoreSettings {
+        url: format!("file://{}", store_dir.display()),
+        prefix: "recordings".into(),
+        credentials_secret: None,
+        env: Default::default(),
+    })
+    .unwrap();
+    // acme: 12 calls on 2 November and 3 on the 3rd; another organisation's 2.
+    let mut audio_of = std::collections::HashMap::new();
+    for n in 0..17u32 {
+        let (ns, day) = match n {
+            0..12 => ("acme", "2026-11-02"),
+            12..15 => ("acme", "2026-11-03"),
+            _ => ("other", "2026-11-02"),
+        };
+        let start: jiff::Timestamp = format!("{day}T08:00:00Z").parse().unwrap();
+        let start = start
+            .checked_add(jiff::SignedDuration::from_secs(i64::from(n) * 600))
+            .unwrap();
+        let audio: Vec<u8> = (0..5000u32).map(|i| (i * 7 + n) as u8).collect();
+        let r = Synthetic {
+            class: 30,
+            namespace: ns,
+            id: Synthetic::id_at(start, n),
+            user: if n % 2 == 0 { "alice" } else { "bob" },
+            start,
+            seconds: f64::from(10 + n * 5),
+            parties: [
+                if n == 3 {
+                    "sip:+31 20 555 0003@pbx.example"
+                } else {
+                    "sip:+31201234567@pbx.example"
+                },
+                "sip:carol@example.com",
+            ],
+            audio: audio.clone(),
+        };
+        r.put(store.as_ref(), "recordings").await;
+        audio_of.insert(r.id.clone(), audio);
+    }
+    let server = Arc::new(ApiServer::start(&workspace().join("crds")).await);
+    server.add_token("admin-token", "admin@acme.example", &["acme-admins"]);
+    server.add_token("viewer-token", "viewer@acme.example", &[]);
+    server.add_token("nobody-token", "nobody@acme.example", &[]);
+    for verb in ["list", "get"] {
+        server.grant(
+            "admin@acme.example",
+            verb,
+            "opname.dev",
+            "recordings",
+            "acme",
+        );
+    }
+    server.grant(
+        "admin@acme.example",
+        "list",
+        "opname.dev",
+        "bulkexports",
+        "acme",
+    );
+    server.grant(
+        "admin@acme.example",
+        "create",
+        "opname.dev",
+        "bulkexports",
+        "acme",
+    );
+    server.grant(
+        "viewer@acme.example",
+        "list",
+        "opname.dev",
+        "recordings",
+        "acme",
+    );
+    let settings = dir.join("operator.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "store:\n  url: file://{}\n  prefix: recordings\n",
+            store_dir.display()
+        ),
+    )
+    .unwrap();
+    let (_svc, addr) = recordings_service(&server.kubeconfig(), dir, &settings);
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{addr}"),
+    };
+
+    // No token, a token without permission, another organisation.
+    assert_eq!(c.get(None, LIST, None).await.status(), 401);
+    assert_eq!(c.get(Some("forged"), LIST, None).await.status(), 401);
+    assert_eq!(c.get(Some("nobody-token"), LIST, None).await.status(), 403);
+    let other = LIST.replace("/acme/", "/other/");
+    assert_eq!(c.get(Some("admin-token"), &other, None).await.status(), 403);
+
+    // All of acme's calls in the range, newest first.
+    let all = c.json("admin-token", LIST).await;
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items.len(), 15);
+    let starts: Vec<&str> = items.iter().map(|i| i["start"].as_str().unwrap()).collect();
+    let mut sorted = starts.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(starts, sorted, "newest first");
+    assert!(all["next"].is_null());
+
+    // Cursor pages of 4 give the same calls once each.
+    let mut paged = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cur) => format!("{LIST}&limit=4&cursor={cur}"),
+            None => format!("{LIST}&limit=4"),
+        };
+        let page = c.json("admin-token", &path).await;
+        let got = page["items"].as_array().unwrap();
+        assert!(got.len() <= 4);
+        paged.extend(got.iter().map(|i| i["id"].as_str().unwrap().to_string()));
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => break,
+        }
+    }
+    let ids: Vec<String> = items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paged, ids);
+
+    // Filters.
+    let count = |q: &str| {
+        let c = &c;
+        let path = format!("{LIST}&{q}");
+        async move {
+            c.json("admin-token", &path).await["items"]
+                .as_array()
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(count("user=alice").await, 8);
+    assert_eq!(
+        count("party=%2B31205550003").await,
+        1,
+        "any participant, normalised"
+    );
+    assert_eq!(count("party=carol%40example.com").await, 15);
+    assert_eq!(count("minDuration=70").await, 3, "n = 12, 13, 14");
+    assert_eq!(count("complete=false").await, 0);
+    let third =
+        "/api/v1/namespaces/acme/recordings?from=2026-11-03T00:00:00Z&to=2026-11-04T00:00:00Z";
+    assert_eq!(
+        c.json("admin-token", third).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // One record; the audio in full, by range, as a download.
+    let id = ids[0].clone();
+    let record = c
+        .json(
+            "admin-token",
+            &format!("/api/v1/namespaces/acme/recordings/{id}"),
+        )
+        .await;
+    assert_eq!(record["id"], id.as_str());
+    let audio_path = format!("/api/v1/namespaces/acme/recordings/{id}/audio");
+    let full = c.get(Some("admin-token"), &audio_path, None).await;
+    assert_eq!(full.status(), 200);
+    assert_eq!(full.headers()["content-type"], "audio/ogg; codecs=opus");
+    assert_eq!(full.headers()["accept-ranges"], "bytes");
+    assert_eq!(full.bytes().await.unwrap().to_vec(), audio_of[&id]);
+    let part = c
+        .get(Some("admin-token"), &audio_path, Some("bytes=100-199"))
+        .await;
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.headers()["content-range"], "bytes 100-199/5000");
+    assert_eq!(
+        part.bytes().await.unwrap().to_vec(),
+        audio_of[&id][100..200]
+    );
+    let tail = c
+        .get(Some("admin-token"), &audio_path, Some("bytes=-10"))
+        .await;
+    assert_eq!(tail.bytes().await.unwrap().to_vec(), audio_of[&id][4990..]);
+    let beyond = c
+        .get(Some("admin-token"), &audio_path, Some("bytes=9000-"))
+        .await;
+    assert_eq!(beyond.status(), 416);
+    assert_eq!(beyond.headers()["content-range"], "bytes */5000");
+    let download = c
+        .get(
+            Some("admin-token"),
+            &format!("{audio_path}?download=1"),
+            None,
+        )
+        .await;
+    let disposition = download.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let start = items[0]["start"].as_str().unwrap();
+    let stamp = format!("{}_{}", &start[..10], start[11..19].replace(':', ""));
+    assert_eq!(
+        disposition,
+        format!("attachment; filename=\"{stamp}_+31201234567_carol_{id}.opus\"")
+    );
+    // Viewing the list is not hearing: the viewer may list but not play.
+    assert_eq!(c.get(Some("viewer-token"), LIST, None).await.status(), 200);
+    assert_eq!(
+        c.get(Some("viewer-token"), &audio_path, None)
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(c.get(None, &audio_path, None).await.status(), 401);
+    let unknown = "/api/v1/namespaces/acme/recordings/019a4a6e-5a00-7000-8000-00000000ffff/audio";
+    assert_eq!(
+        c.get(Some("admin-token"), unknown, None).await.status(),
+        404
+    );
+
+    // Audit: the play and the download (their first bytes), not the seeks; nothing for denials.
+    let mut audits: Vec<Value> = Vec::new();
+    let mut listing = store.list(Some(&"recordings".into()));
+    while let Some(m) = listing.next().await {
+        let m = m.unwrap();
+        if m.location.as_ref().contains(".access/") {
+            let bytes = object_store::ObjectStoreExt::get(store.as_ref(), &m.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            audits.push(serde_json::from_slice(&bytes).unwrap());
+        }
+    }
+    let actions: BTreeSet<(String, String, String)> = audits
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().unwrap().to_string(),
+                a["who"].as_str().unwrap().to_string(),
+                a["recording"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(audits.len(), 2, "{audits:?}");
+    assert_eq!(
+        actions,
+        [
+            (
+                "download".to_string(),
+                "admin@acme.example".to_string(),
+                id.clone()
+            ),
+            (
+                "play".to_string(),
+                "admin@acme.example".to_string(),
+                id.clone()
+            ),
+        ]
+        .into_iter()
+        .collect()
+    );
+    assert!(audits.iter().all(|a| a["from"] == "127.0.0.1"));
+
+    // Exports: requested and listed by an exporter, refused to a viewer.
+    let exports = "/api/v1/namespaces/acme/bulkexports";
+    let made = c
+        .http
+        .post(format!("{}{exports}", c.base))
+        .bearer_auth("admin-token")
+        .json(&serde_json::json!({"month": "2026-10", "emails": ["admin@acme.example"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let name = made.json::<Value>().await.unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = c.json("admin-token", exports).await;
+    assert_eq!(listed["items"][0]["name"], name.as_str());
+    assert_eq!(listed["items"][0]["month"], "2026-10");
+    let stored = server.list("opname.dev", "v1alpha1", "bulkexports", Some("acme"));
+    assert_eq!(
+        stored[0]["metadata"]["annotations"]["opname.dev/requested-by"],
+        "admin@acme.example"
+    );
+    let bad = c
+        .http
+        .post(format!("{}{exports}", c.base))
+        .bearer_auth("admin-token")
+        .json(&serde_json::json!({"month": "2026-13"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400, "the schema's refusal comes back");
+    let refused = c
+        .http
+        .post(format!("{}{exports}", c.base))
+        .bearer_auth("viewer-token")
+        .json(&serde_json::json!({"month": "2026-10"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+}
