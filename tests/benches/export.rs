@@ -128,7 +128,7 @@ fn peak_mib() -> f64 {
 
 async fn fill(store: &Arc<dyn ObjectStore>, count: u64) {
     let start: jiff::Timestamp = "2026-10-01T00:00:00Z".parse().unwrap();
-    let audio: Vec<u8> = (0..MIB).map(|i| (i * 2654435761 >> 13) as u8).collect();
+    let audio: Vec<u8> = (0..MIB).map(|i| ((i * 2654435761) >> 13) as u8).collect();
     futures::stream::iter(0..count)
         .map(|n| {
             let store = store.clone();
