@@ -61,18 +61,45 @@ fn default_values_render_lint_and_configure_the_operator() {
         .filter(|m| m["severity"].as_i64() >= Some(2))
         .collect();
     assert!(severe.is_empty(), "lint warnings/errors: {severe:?}");
-    for kind in [
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "ConfigMap",
-        "Deployment",
-        "Service",
+    for (kind, n) in [
+        ("ServiceAccount", 1),
+        // The operator's, and the viewer and exporter roles admins bind.
+        ("ClusterRole", 3),
+        ("ClusterRoleBinding", 1),
+        ("Role", 1),
+        ("RoleBinding", 1),
+        ("ConfigMap", 1),
+        // The operator and the recordings service.
+        ("Deployment", 2),
+        ("Service", 2),
+        ("Ingress", 0),
     ] {
-        assert_eq!(find(&docs, kind).len(), 1, "{kind}");
+        assert_eq!(find(&docs, kind).len(), n, "{kind}");
     }
+    let named = |kind: &str, name: &str| {
+        find(&docs, kind)
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} {name}"))
+    };
+    let viewer = named("ClusterRole", "opname-recordings-viewer");
+    assert_eq!(
+        viewer["rules"],
+        json!([{"apiGroups": ["opname.dev"], "resources": ["recordings"], "verbs": ["list", "get"]}])
+    );
+    assert!(
+        viewer["metadata"]["labels"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|k| !k.contains("aggregate-to")),
+        "not aggregated into view"
+    );
+    let recordings = named("Deployment", "opname-recordings");
+    let args = &recordings["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(args[0], "recordings");
+    assert_eq!(args[6], "true", "Secure cookie by default");
     let s = settings_of(&docs);
     assert_eq!(s.store.url, "s3://opname-recordings");
     assert_eq!(s.store.credentials_secret.as_deref(), Some("opname-store"));
@@ -92,13 +119,13 @@ fn default_values_render_lint_and_configure_the_operator() {
     );
     assert_eq!(s.export.smtp, None);
     // Least privilege: no wildcards, no secrets, leases only in the release namespace.
-    let rules = &find(&docs, "ClusterRole")[0]["rules"];
+    let rules = &named("ClusterRole", "opname-operator")["rules"];
     let text = rules.to_string();
     assert!(
         !text.contains('*') && !text.contains("secrets") && !text.contains("leases"),
         "{text}"
     );
-    let deployment = find(&docs, "Deployment")[0];
+    let deployment = &named("Deployment", "opname-operator");
     let ctr = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(ctr["args"][0], "run");
     assert_eq!(
@@ -116,7 +143,8 @@ fn other_modes_render_too() {
         "capacity": {"hpa": {"targetCpuUtilization": 60}, "minReplicas": 1},
         "rtp": {"mode": "HostNetwork"},
         "recorder": {"resources": {"cpuLimit": "2"}},
-        "export": {"minRetentionDays": 0, "smtp": {"host": "smtp.example.com", "from": "rec@example.com"}}
+        "export": {"minRetentionDays": 0, "smtp": {"host": "smtp.example.com", "from": "rec@example.com"}},
+        "recordings": {"ingress": {"enabled": true, "host": "rec.example.com", "tlsSecret": "rec-tls", "className": "nginx"}}
     }));
     assert!(lint["errors"].as_array().unwrap().is_empty(), "{lint}");
     let s = settings_of(&docs);
@@ -126,6 +154,9 @@ fn other_modes_render_too() {
     assert_eq!(s.recorder.resources.cpu_limit.as_deref(), Some("2"));
     assert_eq!(s.capacity.min_replicas, 1);
     assert_eq!(s.export.min_retention_days, 0);
+    let ingress = find(&docs, "Ingress")[0];
+    assert_eq!(ingress["spec"]["rules"][0]["host"], "rec.example.com");
+    assert_eq!(ingress["spec"]["tls"][0]["secretName"], "rec-tls");
     let smtp = s.export.smtp.unwrap();
     assert_eq!(
         (smtp.host.as_str(), smtp.port, smtp.starttls),
