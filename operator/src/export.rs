@@ -257,9 +257,9 @@ pub fn plan_parts(rows: &[Row], limit: u64) -> Vec<std::ops::Range<usize>> {
     parts
 }
 
-/// `Write` end of the ZIP writer: collects bytes for the upload and hashes them on the way.
+/// `Write` end of the ZIP writer: collects the bytes for the upload and counts them.
 #[derive(Clone, Default)]
-struct Sink(Arc<Mutex<(Vec<u8>, Sha256, u64)>>);
+struct Sink(Arc<Mutex<(Vec<u8>, u64)>>);
 
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -268,8 +268,7 @@ impl Write for Sink {
             .lock()
             .map_err(|_| std::io::Error::other("poisoned"))?;
         g.0.extend_from_slice(buf);
-        g.1.update(buf);
-        g.2 += buf.len() as u64;
+        g.1 += buf.len() as u64;
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -278,17 +277,68 @@ impl Write for Sink {
 }
 
 impl Sink {
-    fn take(&self) -> Vec<u8> {
+    fn take(&self) -> bytes::Bytes {
         self.0
             .lock()
-            .map(|mut g| std::mem::take(&mut g.0))
+            .map(|mut g| bytes::Bytes::from(std::mem::take(&mut g.0)))
             .unwrap_or_default()
     }
-    fn finish(&self) -> (String, u64) {
+    fn len(&self) -> u64 {
+        self.0.lock().map(|g| g.1).unwrap_or_default()
+    }
+}
+
+enum HashJob {
+    File(bytes::Bytes),
+    Part(bytes::Bytes),
+    FileDone(tokio::sync::oneshot::Sender<String>),
+    PartDone(tokio::sync::oneshot::Sender<String>),
+}
+
+/// SHA-256 of every recording and of every part, computed on a thread of its own so hashing
+/// overlaps reading and uploading instead of adding to them.
+struct Hashes(tokio::sync::mpsc::Sender<HashJob>);
+
+impl Hashes {
+    fn start() -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<HashJob>(256);
+        std::thread::spawn(move || {
+            let (mut file, mut part) = (Sha256::new(), Sha256::new());
+            while let Some(job) = rx.blocking_recv() {
+                match job {
+                    HashJob::File(b) => file.update(&b),
+                    HashJob::Part(b) => part.update(&b),
+                    HashJob::FileDone(done) => {
+                        let _ = done.send(hex::encode(std::mem::take(&mut file).finalize()));
+                    }
+                    HashJob::PartDone(done) => {
+                        let _ = done.send(hex::encode(std::mem::take(&mut part).finalize()));
+                    }
+                }
+            }
+        });
+        Self(tx)
+    }
+
+    async fn send(&self, job: HashJob) -> Result<(), ExportError> {
         self.0
-            .lock()
-            .map(|g| (hex::encode(g.1.clone().finalize()), g.2))
-            .unwrap_or_default()
+            .send(job)
+            .await
+            .map_err(|_| ExportError::Io(std::io::Error::other("hashing thread stopped")))
+    }
+
+    async fn file_done(&self) -> Result<String, ExportError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(HashJob::FileDone(tx)).await?;
+        rx.await
+            .map_err(|_| ExportError::Io(std::io::Error::other("hashing thread stopped")))
+    }
+
+    async fn part_done(&self) -> Result<String, ExportError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(HashJob::PartDone(tx)).await?;
+        rx.await
+            .map_err(|_| ExportError::Io(std::io::Error::other("hashing thread stopped")))
     }
 }
 
@@ -358,6 +408,7 @@ pub async fn run(
         started: Instant::now(),
     };
     let store = catalog.store();
+    let hashes = Hashes::start();
     let mut parts = Vec::new();
     for (i, range) in plan.iter().enumerate() {
         let key = Path::from(format!(
@@ -377,20 +428,20 @@ pub async fn run(
                 .last_modified_time(zip_time(r.start))
                 .large_file(r.size >= u32::MAX as u64);
             zip.start_file(r.file.as_str(), options)?;
-            let mut hash = Sha256::new();
             let mut body = store.get(&r.audio).await?.into_stream();
             while let Some(chunk) = body.try_next().await? {
                 zip.write_all(&chunk)?;
-                hash.update(&chunk);
                 state.bytes_done += chunk.len() as u64;
+                hashes.send(HashJob::File(chunk)).await?;
                 let out = sink.take();
                 if !out.is_empty() {
+                    hashes.send(HashJob::Part(out.clone())).await?;
                     upload.wait_for_capacity(IN_FLIGHT).await?;
-                    upload.write(&out);
+                    upload.put(out);
                 }
                 pace.after(state.bytes_done).await;
             }
-            r.sha256 = hex::encode(hash.finalize());
+            r.sha256 = hashes.file_done().await?;
             state.recordings_done += 1;
             progress(&state);
         }
@@ -421,9 +472,11 @@ pub async fn run(
         zip.start_file("manifest.json", options)?;
         zip.write_all(&serde_json::to_vec_pretty(&manifest)?)?;
         zip.finish()?;
-        upload.write(&sink.take());
+        let tail = sink.take();
+        hashes.send(HashJob::Part(tail.clone())).await?;
+        upload.put(tail);
         upload.finish().await?;
-        let (sha256, size) = sink.finish();
+        let (sha256, size) = (hashes.part_done().await?, sink.len());
         parts.push(Part {
             key: key.to_string(),
             size,

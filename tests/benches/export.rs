@@ -5,8 +5,8 @@
 //!
 //! A month of `GIB` GiB of 1 MiB recordings is written to the store (the local directory store,
 //! or Garage on loopback for S3). Then, in this order: the raw copy (every recording read in
-//! sequence and written into one object by multipart upload, the same 8 MiB chunks the export
-//! uses), and the export (`opname_operator::export::run`, 2 GiB parts). Throughput is audio bytes
+//! sequence and written into 2 GiB objects by multipart upload, the same 8 MiB chunks and
+//! in-flight limit the export uses), and the export (`opname_operator::export::run`, 2 GiB parts). Throughput is audio bytes
 //! per second of wall time. Peak memory is the process's high-water RSS (`VmHWM`) during each
 //! phase, reset through `/proc/self/clear_refs` before it. So that a 10 GiB month fits the disk,
 //! objects written by the copy and the export are deleted as soon as each upload completes (both
@@ -157,24 +157,40 @@ async fn fill(store: &Arc<dyn ObjectStore>, count: u64) {
         .await;
 }
 
-/// Every recording read in sequence into one multipart upload: the store's raw copy speed.
+/// Every recording read in sequence into 2 GiB objects by multipart upload, as the export's
+/// parts: the store's raw copy speed.
 async fn raw_copy(catalog: &Catalog) -> u64 {
     let store = catalog.store();
     let entries = catalog.list("acme", "2026/10").await.unwrap();
-    let mut upload = WriteMultipart::new_with_chunk_size(
-        store.put_multipart(&"bench/raw-copy".into()).await.unwrap(),
-        8 << 20,
-    );
-    let mut bytes = 0;
+    let (mut bytes, mut in_object, mut n) = (0, 0, 0);
+    let mut upload = None;
     for e in &entries {
+        if upload.is_none() || in_object + e.audio_size > 2 << 30 {
+            if let Some(u) = upload.take() {
+                WriteMultipart::finish(u).await.unwrap();
+            }
+            n += 1;
+            in_object = 0;
+            upload = Some(WriteMultipart::new_with_chunk_size(
+                store
+                    .put_multipart(&format!("bench/raw-copy-{n}").into())
+                    .await
+                    .unwrap(),
+                8 << 20,
+            ));
+        }
+        let u = upload.as_mut().unwrap();
         let mut body = store.get(&e.audio).await.unwrap().into_stream();
         while let Some(chunk) = body.try_next().await.unwrap() {
             bytes += chunk.len() as u64;
-            upload.wait_for_capacity(2).await.unwrap();
-            upload.write(&chunk);
+            in_object += chunk.len() as u64;
+            u.wait_for_capacity(2).await.unwrap();
+            u.put(chunk);
         }
     }
-    upload.finish().await.unwrap();
+    if let Some(u) = upload {
+        u.finish().await.unwrap();
+    }
     bytes
 }
 

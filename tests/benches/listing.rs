@@ -35,7 +35,9 @@ async fn serve(catalog: Catalog, client: kube::Client) -> String {
         )
         .await
     });
-    format!("http://{addr}/api/v1/namespaces/acme/recordings?from=2026-11-02T00:00:00Z&to=2026-11-03T00:00:00Z&limit=50")
+    format!(
+        "http://{addr}/api/v1/namespaces/acme/recordings?from=2026-11-02T00:00:00Z&to=2026-11-03T00:00:00Z&limit=50"
+    )
 }
 
 async fn first_page(http: &reqwest::Client, url: &str) -> Duration {
@@ -99,7 +101,10 @@ fn main() {
             .buffer_unordered(16)
             .collect::<Vec<_>>()
             .await;
-        eprintln!("stored {COUNT} recordings in {:.1}s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "stored {COUNT} recordings in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
         let server = ApiServer::start(&opname_tests::workspace().join("crds")).await;
         server.add_token("bench", "admin", &[]);
         server.grant("admin", "list", "opname.dev", "recordings", "acme");
