@@ -113,6 +113,13 @@ fn builtins() -> Vec<(&'static str, &'static str, &'static str, &'static str, bo
         ),
         ("events.k8s.io", "v1", "events", "Event", true),
         ("coordination.k8s.io", "v1", "leases", "Lease", true),
+        (
+            "rbac.authorization.k8s.io",
+            "v1",
+            "rolebindings",
+            "RoleBinding",
+            true,
+        ),
     ]
 }
 
