@@ -225,6 +225,19 @@ impl Service {
         Ok(self.access.authenticate(&token(headers)).await?)
     }
 
+    /// The caller, if a review allows them `verb` on `resource` in `ns`.
+    async fn allowed(
+        &self,
+        headers: &HeaderMap,
+        verb: &str,
+        resource: &str,
+        ns: &str,
+    ) -> Result<Identity, ApiError> {
+        let who = self.caller(headers).await?;
+        self.access.authorize(&who, verb, resource, ns).await?;
+        Ok(who)
+    }
+
     /// Finds a recording by id: UUIDv7 ids carry their start time, so one day's index (or a
     /// neighbour's, around midnight) holds it.
     async fn find(self: &Arc<Self>, ns: &str, id: &str) -> Result<IndexEntry, ApiError> {
@@ -363,10 +376,7 @@ async fn list(
     Query(q): Query<ListQuery>,
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let who = svc.caller(&headers).await?;
-    svc.access
-        .authorize(&who, "list", "recordings", &ns)
-        .await?;
+    svc.allowed(&headers, "list", "recordings", &ns).await?;
     let now = jiff::Timestamp::now();
     let to = q.to.unwrap_or(now);
     let from = q.from.unwrap_or_else(|| {
@@ -420,8 +430,7 @@ async fn one(
     UrlPath((ns, id)): UrlPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let who = svc.caller(&headers).await?;
-    svc.access.authorize(&who, "get", "recordings", &ns).await?;
+    svc.allowed(&headers, "get", "recordings", &ns).await?;
     let e = svc.find(&ns, &id).await?;
     let store = svc.catalog.store();
     let bytes = match store.get(&Path::from(e.record.as_str())).await {
@@ -470,8 +479,7 @@ async fn audio(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let who = svc.caller(&headers).await?;
-    svc.access.authorize(&who, "get", "recordings", &ns).await?;
+    let who = svc.allowed(&headers, "get", "recordings", &ns).await?;
     let e = svc.find(&ns, &id).await?;
     let store = svc.catalog.store();
     let mut key = Path::from(e.audio.as_str());
@@ -566,10 +574,7 @@ async fn exports(
     UrlPath(ns): UrlPath<String>,
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let who = svc.caller(&headers).await?;
-    svc.access
-        .authorize(&who, "list", "bulkexports", &ns)
-        .await?;
+    svc.allowed(&headers, "list", "bulkexports", &ns).await?;
     let list = Api::<BulkExport>::namespaced(svc.client.clone(), &ns)
         .list(&ListParams::default())
         .await
@@ -606,10 +611,7 @@ async fn create_export(
     headers: HeaderMap,
     axum::Json(req): axum::Json<ExportRequest>,
 ) -> Result<Response, ApiError> {
-    let who = svc.caller(&headers).await?;
-    svc.access
-        .authorize(&who, "create", "bulkexports", &ns)
-        .await?;
+    let who = svc.allowed(&headers, "create", "bulkexports", &ns).await?;
     let mut bex = BulkExport::new(
         "",
         BulkExportSpec {

@@ -301,7 +301,7 @@ struct Hashes(tokio::sync::mpsc::Sender<HashJob>);
 
 impl Hashes {
     fn start() -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<HashJob>(256);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<HashJob>(32);
         std::thread::spawn(move || {
             let (mut file, mut part) = (Sha256::new(), Sha256::new());
             while let Some(job) = rx.blocking_recv() {

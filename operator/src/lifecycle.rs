@@ -42,7 +42,8 @@ pub struct Bucket {
     store: Arc<dyn ObjectStore>,
 }
 
-fn setting(store: &StoreSettings, key: &str) -> Option<String> {
+/// A store setting from the operator's configuration, else its environment.
+pub(crate) fn setting(store: &StoreSettings, key: &str) -> Option<String> {
     store
         .env
         .get(key)
@@ -51,14 +52,16 @@ fn setting(store: &StoreSettings, key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
+/// The bucket of an `s3://bucket[/…]` URL.
+pub(crate) fn s3_bucket(url: &str) -> Option<String> {
+    url.strip_prefix("s3://")
+        .map(|b| b.split('/').next().unwrap_or(b).to_string())
+}
+
 impl Bucket {
     /// `None` for stores that are not S3 (they use the sweeper).
     pub fn from_settings(store: &StoreSettings) -> Result<Option<Self>, LifecycleError> {
-        let Some(bucket) = store
-            .url
-            .strip_prefix("s3://")
-            .map(|b| b.split('/').next().unwrap_or(b).to_string())
-        else {
+        let Some(bucket) = s3_bucket(&store.url) else {
             return Ok(None);
         };
         let region = setting(store, "AWS_REGION").unwrap_or_else(|| "us-east-1".into());

@@ -11,6 +11,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
 
+use crate::lifecycle::{s3_bucket, setting};
 use crate::settings::StoreSettings;
 
 /// SigV4's limit for presigned URLs.
@@ -75,15 +76,6 @@ pub struct LinkSigner {
     credentials_expire: Option<jiff::Timestamp>,
 }
 
-fn setting(store: &StoreSettings, key: &str) -> Option<String> {
-    store
-        .env
-        .get(key)
-        .cloned()
-        .or_else(|| std::env::var(key).ok())
-        .filter(|v| !v.is_empty())
-}
-
 impl LinkSigner {
     /// `None` for stores without presigned URLs (the local directory store: its archives are
     /// downloaded through the recordings service).
@@ -91,11 +83,7 @@ impl LinkSigner {
         store: &StoreSettings,
         public_endpoint: Option<&str>,
     ) -> Result<Option<Self>, LinkError> {
-        let Some(bucket) = store
-            .url
-            .strip_prefix("s3://")
-            .map(|b| b.split('/').next().unwrap_or(b).to_string())
-        else {
+        let Some(bucket) = s3_bucket(&store.url) else {
             return Ok(None);
         };
         let need = |k: &str| {

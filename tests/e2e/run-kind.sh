@@ -2,7 +2,7 @@
 # The operator end-to-end scenario on a real cluster (kind), where one exists. CI here cannot run
 # it: these machines have no container engine and no Kubernetes (see tests/tests/operator_e2e.rs
 # for the same scenario against the API-server emulator). Needs: docker, kind, kubectl, helm,
-# sipp, sox, espeak-ng.
+# sipp, sox, espeak-ng, curl.
 #
 #   tests/e2e/run-kind.sh            # create cluster, install, record one call, check, tear down
 #   KEEP=1 tests/e2e/run-kind.sh     # leave the cluster running
@@ -27,7 +27,8 @@ helm install opname charts/opname --namespace opname-system --wait \
   --set store.url=s3://opname --set store.credentialsSecret=opname-store \
   --set store.env.AWS_ENDPOINT=http://moto.opname-system:5000 --set store.env.AWS_ALLOW_HTTP=true \
   --set store.env.AWS_REGION=us-east-1 \
-  --set capacity.minReplicas=1 --set capacity.maxReplicas=1
+  --set capacity.minReplicas=1 --set capacity.maxReplicas=1 \
+  --set export.minRetentionDays=0 --set recordings.replicas=1 --set recordings.secureCookie=false
 kubectl apply -f examples/00-namespace.yaml -f examples/01-store-secret.yaml \
   -f examples/10-policy-alice-always.yaml -f examples/11-policy-bob-ondemand.yaml
 kubectl -n "$NS" wait --for=condition=Ready rpol/alice --timeout=60s
@@ -61,3 +62,26 @@ for _ in $(seq 30); do
 done
 echo "$keys" | grep -q "recordings/r90/acme/.*\.json"
 echo "kind end-to-end: the call was recorded under alice's policy (retention class r90)"
+
+# The recordings service: 401 without a token, the call listed for a bound ServiceAccount.
+kubectl -n "$NS" create serviceaccount auditor
+kubectl -n "$NS" create rolebinding auditor --clusterrole=opname-recordings-viewer --serviceaccount="$NS:auditor"
+token=$(kubectl -n "$NS" create token auditor)
+kubectl -n opname-system port-forward svc/opname-recordings 18080:80 >/dev/null & pf=$!
+sleep 2
+test "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:18080/api/v1/namespaces/$NS/recordings")" = 401
+curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:18080/api/v1/namespaces/$NS/recordings" | grep -q '"user":"alice@acme.example"'
+kill $pf
+echo "kind end-to-end: the recordings service lists the call for a bound ServiceAccount only"
+
+# This month's export runs as a Job and ends with one part.
+month=$(date -u +%Y-%m)
+kubectl -n "$NS" apply -f - <<YAML
+apiVersion: opname.dev/v1alpha1
+kind: BulkExport
+metadata: {name: e2e}
+spec: {month: "$month"}
+YAML
+kubectl -n "$NS" wait --for=jsonpath='{.status.phase}'=Succeeded bulkexport/e2e --timeout=180s
+test "$(kubectl -n "$NS" get bulkexport e2e -o jsonpath='{.status.parts[0].recordings}')" = 1
+echo "kind end-to-end: the export Job wrote one part"

@@ -506,3 +506,29 @@ pub fn recordings_service(kubeconfig: &str, dir: &Path, settings: &Path) -> (Pro
     );
     (proc, addr)
 }
+
+/// Every key under `under` (all when `None`), sorted.
+pub async fn store_keys(store: &dyn object_store::ObjectStore, under: Option<&str>) -> Vec<String> {
+    use futures::StreamExt;
+    let prefix = under.map(object_store::path::Path::from);
+    let mut k: Vec<String> = store
+        .list(prefix.as_ref())
+        .filter_map(|m| async move { m.ok().map(|m| m.location.to_string()) })
+        .collect()
+        .await;
+    k.sort();
+    k
+}
+
+/// The local directory store at `dir/store` with prefix `recordings`, as the operator opens it.
+pub fn local_store(dir: &Path) -> (std::sync::Arc<dyn object_store::ObjectStore>, PathBuf) {
+    let root = dir.join("store");
+    let store = opname_operator::sweeper::open_store(&opname_operator::settings::StoreSettings {
+        url: format!("file://{}", root.display()),
+        prefix: "recordings".into(),
+        credentials_secret: None,
+        env: Default::default(),
+    })
+    .expect("local store");
+    (store, root)
+}

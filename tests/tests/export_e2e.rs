@@ -11,15 +11,13 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use object_store::ObjectStore;
 use opname_operator::links::LinkSigner;
 use opname_operator::settings::StoreSettings;
 use opname_tests::apiserver::ApiServer;
 use opname_tests::garage::Garage;
 use opname_tests::kubelet::Kubelet;
 use opname_tests::smtp::SmtpSink;
-use opname_tests::{Synthetic, bin, operator, wait_for, workspace};
+use opname_tests::{Synthetic, bin, operator, store_keys, wait_for, workspace};
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -29,16 +27,6 @@ fn export(server: &ApiServer, name: &str) -> Value {
         .into_iter()
         .find(|o| o["metadata"]["name"] == name)
         .unwrap_or(Value::Null)
-}
-
-async fn keys(store: &Arc<dyn ObjectStore>, under: &str) -> Vec<String> {
-    let mut k: Vec<String> = store
-        .list(Some(&under.into()))
-        .filter_map(|m| async move { m.ok().map(|m| m.location.to_string()) })
-        .collect()
-        .await;
-    k.sort();
-    k
 }
 
 /// Subject and decoded body of a raw message, through Python's `email` package.
@@ -164,7 +152,7 @@ async fn export_job_links_email_gate_and_cancel() {
     // The Job's pod dies after its first part is complete; the Job runs it again.
     let mut first_part = Vec::new();
     for _ in 0..300 {
-        first_part = keys(&store, "recordings/exports/acme/oct").await;
+        first_part = store_keys(store.as_ref(), Some("recordings/exports/acme/oct")).await;
         if !first_part.is_empty() {
             break;
         }
@@ -208,7 +196,7 @@ async fn export_job_links_email_gate_and_cancel() {
         .map(|p| p["key"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(
-        keys(&store, "recordings/exports/acme/oct").await,
+        store_keys(store.as_ref(), Some("recordings/exports/acme/oct")).await,
         part_keys,
         "one set of archives, nothing half-written or duplicated"
     );
@@ -337,7 +325,7 @@ async fn export_job_links_email_gate_and_cancel() {
     })
     .await;
     assert!(
-        keys(&store, "recordings/exports/acme/carol")
+        store_keys(store.as_ref(), Some("recordings/exports/acme/carol"))
             .await
             .is_empty()
     );
@@ -372,7 +360,7 @@ async fn export_job_links_email_gate_and_cancel() {
     })
     .await;
     for _ in 0..100 {
-        if !keys(&store, "recordings/exports/acme/cancel")
+        if !store_keys(store.as_ref(), Some("recordings/exports/acme/cancel"))
             .await
             .is_empty()
         {
@@ -404,7 +392,7 @@ async fn export_job_links_email_gate_and_cancel() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
-        keys(&store, "recordings/exports/acme/cancel")
+        store_keys(store.as_ref(), Some("recordings/exports/acme/cancel"))
             .await
             .is_empty()
     );

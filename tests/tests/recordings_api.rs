@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use object_store::ObjectStore;
-use opname_operator::settings::StoreSettings;
 use opname_tests::apiserver::ApiServer;
 use opname_tests::{Synthetic, recordings_service, workspace};
 use serde_json::Value;
@@ -46,14 +45,7 @@ async fn list_filter_page_play_download_and_access_control() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let store_dir = dir.join("store");
-    let store = opname_operator::sweeper::open_store(&StoreSettings {
-        url: format!("file://{}", store_dir.display()),
-        prefix: "recordings".into(),
-        credentials_secret: None,
-        env: Default::default(),
-    })
-    .unwrap();
+    let (store, store_dir) = opname_tests::local_store(dir);
     // acme: 12 calls on 2 November and 3 on the 3rd; another organisation's 2.
     let mut audio_of = std::collections::HashMap::new();
     for n in 0..17u32 {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use opname_operator::settings::StoreSettings;
 use opname_tests::apiserver::ApiServer;
 use opname_tests::{Proc, Synthetic, free_port, ogg_opus_tone, recordings_service, workspace};
 use serde_json::{Value, json};
@@ -88,14 +87,7 @@ async fn sign_in_filter_play_download_and_export() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let store_dir = dir.join("store");
-    let store = opname_operator::sweeper::open_store(&StoreSettings {
-        url: format!("file://{}", store_dir.display()),
-        prefix: "recordings".into(),
-        credentials_secret: None,
-        env: Default::default(),
-    })
-    .unwrap();
+    let (store, store_dir) = opname_tests::local_store(dir);
     let tone = ogg_opus_tone(6);
     for n in 0..6u32 {
         let start: jiff::Timestamp = "2026-11-02T08:00:00Z".parse().unwrap();

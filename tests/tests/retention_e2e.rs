@@ -6,27 +6,17 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use opname_operator::settings::StoreSettings;
 use opname_tests::apiserver::ApiServer;
 use opname_tests::{Synthetic, operator, wait_for, workspace};
 use serde_json::{Value, json};
 
-fn keys(rt_store: &Arc<dyn ObjectStore>) -> Vec<String> {
-    let store = rt_store.clone();
+fn keys(store: &Arc<dyn ObjectStore>) -> Vec<String> {
+    let store = store.clone();
     std::thread::spawn(move || {
         tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(async move {
-                let mut k: Vec<String> = store
-                    .list(None)
-                    .filter_map(|m| async move { m.ok().map(|m| m.location.to_string()) })
-                    .collect()
-                    .await;
-                k.sort();
-                k
-            })
+            .block_on(async move { opname_tests::store_keys(store.as_ref(), None).await })
     })
     .join()
     .unwrap()
@@ -54,14 +44,7 @@ async fn hold_erasure_and_release() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let server = Arc::new(ApiServer::start(&workspace().join("crds")).await);
-    let store_dir = dir.join("store");
-    let store = opname_operator::sweeper::open_store(&StoreSettings {
-        url: format!("file://{}", store_dir.display()),
-        prefix: "recordings".into(),
-        credentials_secret: None,
-        env: Default::default(),
-    })
-    .unwrap();
+    let (store, store_dir) = opname_tests::local_store(dir);
     let start: jiff::Timestamp = "2026-11-02T09:00:00Z".parse().unwrap();
     let call = |n: u32, class, user, other| Synthetic {
         class,

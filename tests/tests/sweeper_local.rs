@@ -3,21 +3,10 @@
 //! stays until its time, export archives go after their own 14 days, nothing outside the retention
 //! classes and archives is touched, and a second pass deletes nothing more.
 
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use opname_operator::settings::StoreSettings;
 use opname_operator::sweeper::{open_store, sweep};
-
-async fn keys(store: &dyn ObjectStore) -> Vec<String> {
-    use futures::StreamExt;
-    let mut k: Vec<String> = store
-        .list(None)
-        .filter_map(|m| async move { m.ok().map(|m| m.location.to_string()) })
-        .collect()
-        .await;
-    k.sort();
-    k
-}
 
 #[tokio::test]
 async fn sweeps_expired_classes_only() {
@@ -85,7 +74,7 @@ async fn sweeps_expired_classes_only() {
         "audio before its record: {:?}",
         first.deleted
     );
-    let left = keys(store.as_ref()).await;
+    let left = opname_tests::store_keys(store.as_ref(), None).await;
     let audits: Vec<&String> = left
         .iter()
         .filter(|k| k.starts_with("recordings/audit/"))
@@ -125,7 +114,7 @@ async fn sweeps_expired_classes_only() {
         "the 30-day class after its time, and the 14-day export archive"
     );
     assert!(month.deleted.iter().any(|k| k.contains("/exports/")));
-    let left = keys(store.as_ref()).await;
+    let left = opname_tests::store_keys(store.as_ref(), None).await;
     assert!(
         left.contains(&"other-team/keep.txt".to_string()),
         "outside the retention classes nothing is touched"
