@@ -10,7 +10,8 @@
 //! per second of wall time. Peak memory is the process's high-water RSS (`VmHWM`) during each
 //! phase, reset through `/proc/self/clear_refs` before it. So that a 10 GiB month fits the disk,
 //! objects written by the copy and the export are deleted as soon as each upload completes (both
-//! phases the same way, after the bytes were written in full).
+//! phases the same way, after the bytes were written in full), and the page cache is dropped
+//! before each phase so that both read the month from disk (Garage's too).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -113,6 +114,16 @@ impl ObjectStore for DropAfterUpload {
 
 fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Both phases read the month cold: without this the copy, run first, would read what `fill`
+/// just left in the page cache and the export what the copy pushed out of it.
+fn drop_caches() {
+    // Flush dirty pages, then drop clean ones (needs root).
+    let _ = std::process::Command::new("sync").status();
+    if std::fs::write("/proc/sys/vm/drop_caches", "3").is_err() {
+        eprintln!("cannot drop the page cache (not root): phases may read warm data");
+    }
 }
 
 fn peak_mib() -> f64 {
@@ -233,12 +244,14 @@ fn main() {
         fill(&store, count).await;
         eprintln!("filled {count} recordings in {:.1}s", t.elapsed().as_secs_f64());
 
+        drop_caches();
         reset_peak();
         let t = Instant::now();
         let bytes = raw_copy(&catalog).await;
         let copy_s = t.elapsed().as_secs_f64();
         let copy_peak = peak_mib();
 
+        drop_caches();
         reset_peak();
         let t = Instant::now();
         let parts = export::run(
