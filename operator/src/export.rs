@@ -20,8 +20,8 @@ use zip::write::SimpleFileOptions;
 
 use crate::catalog::{self, Catalog, CatalogError, Entry, Summary};
 
-/// Upload chunk (S3 parts must be at least 5 MiB) and how many may be in flight.
-const CHUNK: usize = 8 << 20;
+/// Upload chunk (S3's minimum part size, so memory stays small) and how many may be in flight.
+const CHUNK: usize = 5 << 20;
 const IN_FLIGHT: usize = 2;
 /// ZIP bytes per recording beyond its audio: local header, data descriptor and central
 /// directory entry with ZIP64 fields, plus the name twice.
@@ -301,7 +301,7 @@ struct Hashes(tokio::sync::mpsc::Sender<HashJob>);
 
 impl Hashes {
     fn start() -> Self {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<HashJob>(32);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<HashJob>(16);
         std::thread::spawn(move || {
             let (mut file, mut part) = (Sha256::new(), Sha256::new());
             while let Some(job) = rx.blocking_recv() {
