@@ -482,8 +482,18 @@ pub fn ogg_opus_tone(seconds: u32) -> Vec<u8> {
     w.finish().expect("ogg end")
 }
 
-/// `opname-operator recordings` against a kubeconfig, on a free port, logging to `dir`.
-pub fn recordings_service(kubeconfig: &str, dir: &Path, settings: &Path) -> (Proc, SocketAddr) {
+/// `opname-operator recordings` against a kubeconfig and the local store at `store_root`, on a
+/// free port, logging to `dir`.
+pub fn recordings_service(kubeconfig: &str, dir: &Path, store_root: &Path) -> (Proc, SocketAddr) {
+    let settings = dir.join("recordings.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "store:\n  url: file://{}\n  prefix: recordings\n",
+            store_root.display()
+        ),
+    )
+    .expect("settings");
     let path = dir.join("kubeconfig-recordings");
     std::fs::write(&path, kubeconfig).expect("kubeconfig");
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();

@@ -113,16 +113,7 @@ async fn list_filter_page_play_download_and_access_control() {
         "recordings",
         "acme",
     );
-    let settings = dir.join("operator.yaml");
-    std::fs::write(
-        &settings,
-        format!(
-            "store:\n  url: file://{}\n  prefix: recordings\n",
-            store_dir.display()
-        ),
-    )
-    .unwrap();
-    let (_svc, addr) = recordings_service(&server.kubeconfig(), dir, &settings);
+    let (_svc, addr) = recordings_service(&server.kubeconfig(), dir, &store_dir);
     let c = Client {
         http: reqwest::Client::new(),
         base: format!("http://{addr}"),

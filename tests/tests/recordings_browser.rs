@@ -117,16 +117,7 @@ async fn sign_in_filter_play_download_and_export() {
     ] {
         server.grant("admin@acme.example", verb, "opname.dev", resource, "acme");
     }
-    let settings = dir.join("operator.yaml");
-    std::fs::write(
-        &settings,
-        format!(
-            "store:\n  url: file://{}\n  prefix: recordings\n",
-            store_dir.display()
-        ),
-    )
-    .unwrap();
-    let (_svc, addr) = recordings_service(&server.kubeconfig(), dir, &settings);
+    let (_svc, addr) = recordings_service(&server.kubeconfig(), dir, &store_dir);
 
     let port = free_port();
     let downloads = dir.join("downloads");
