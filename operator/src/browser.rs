@@ -30,7 +30,7 @@ use serde::Deserialize;
 use crate::access::{Access, AccessError, Identity};
 use crate::catalog::Catalog;
 use crate::crd::{BulkExport, BulkExportSpec, Notify};
-use crate::export::{party, safe_component};
+use crate::export::{party, safe_component, stamp};
 use crate::index::{self, DayIndex, IndexEntry};
 
 const COOKIE: &str = "opname_token";
@@ -297,13 +297,7 @@ pub fn id_time(id: &str) -> Option<jiff::Timestamp> {
 
 /// `2026-11-02_093000_+31201234567_bob_{id}.opus`: sorts by time, safe on every file system.
 pub fn file_name(e: &IndexEntry) -> String {
-    let (day, time) = e.start.map_or(("unknown".into(), "000000".into()), |t| {
-        let z = t.to_zoned(jiff::tz::TimeZone::UTC);
-        (
-            format!("{:04}-{:02}-{:02}", z.year(), z.month(), z.day()),
-            format!("{:02}{:02}{:02}", z.hour(), z.minute(), z.second()),
-        )
-    });
+    let (day, time) = stamp(e.start);
     format!(
         "{day}_{time}_{}_{}_{}.opus",
         party(e.parties.first().map(String::as_str)),
@@ -412,7 +406,6 @@ async fn list(
                 last = Some(e.id.clone());
             }
         }
-        last = last.filter(|_| items.len() == limit);
         match day.yesterday() {
             Ok(d) => day = d,
             Err(_) => break,

@@ -28,9 +28,7 @@ use kube::{Api, Resource, ResourceExt};
 use sha2::Digest;
 
 use crate::catalog::Catalog;
-use crate::crd::{
-    BulkExport, BulkExportStatus, ExportPart, ExportPhase, ExportProgress, RecordingPolicy,
-};
+use crate::crd::{BulkExport, ExportPart, ExportPhase, ExportProgress, RecordingPolicy};
 use crate::export;
 use crate::links::{LinkSigner, parse_ttl};
 use crate::requests::{Context, Error};
@@ -229,21 +227,18 @@ pub fn export_of(job: Job) -> Option<ObjectRef<BulkExport>> {
     Some(ObjectRef::new(labels.get(LABEL_NAME)?).within(labels.get(LABEL_NS)?))
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time: Time(jiff::Timestamp::now()),
-    }
+/// The request's `Accepted` condition.
+fn accepted(bex: &BulkExport, ok: bool, reason: &str, message: &str) -> Condition {
+    let existing = bex.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
+    crate::fleet::condition(
+        existing,
+        "Accepted",
+        ok,
+        reason,
+        message.to_string(),
+        bex.metadata.generation,
+        &Time(jiff::Timestamp::now()),
+    )
 }
 
 pub async fn patch_status(
@@ -310,7 +305,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                             "phase": ExportPhase::Failed,
                             "message": refusal.message,
                             "completionTime": Time(jiff::Timestamp::now()),
-                            "conditions": [condition("Accepted", false, refusal.reason, &refusal.message, bex.metadata.generation)],
+                            "conditions": [accepted(bex, false, refusal.reason, &refusal.message)],
                         }),
                     )
                     .await?;
@@ -332,7 +327,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                         serde_json::json!({
                             "phase": ExportPhase::Pending,
                             "message": note,
-                            "conditions": [condition("Accepted", true, "JobCreated", &message, bex.metadata.generation)],
+                            "conditions": [accepted(bex, true, "JobCreated", &message)],
                         }),
                     )
                     .await?;
@@ -475,6 +470,15 @@ pub async fn reconcile(bex: Arc<BulkExport>, ctx: Arc<Context>) -> Result<Action
     .map_err(|e| Error::Finalizer(e.to_string()))
 }
 
+fn progress_of(p: &export::Progress) -> ExportProgress {
+    ExportProgress {
+        recordings_done: p.recordings_done as i64,
+        recordings_total: p.recordings_total as i64,
+        bytes_done: p.bytes_done as i64,
+        bytes_total: p.bytes_total as i64,
+    }
+}
+
 /// The `export` subcommand: what the Job's pod runs.
 pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), String> {
     let client = kube::Client::try_default()
@@ -515,13 +519,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
     let progress_name = name.to_string();
     let reporter = tokio::spawn(async move {
         while rx.changed().await.is_ok() {
-            let p = rx.borrow_and_update().clone();
-            let progress = ExportProgress {
-                recordings_done: p.recordings_done as i64,
-                recordings_total: p.recordings_total as i64,
-                bytes_done: p.bytes_done as i64,
-                bytes_total: p.bytes_total as i64,
-            };
+            let progress = progress_of(&rx.borrow_and_update());
             if let Err(e) = patch_status(
                 &progress_api,
                 &progress_name,
@@ -538,6 +536,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
         let _ = tx.send(p.clone());
     })
     .await;
+    let last = progress_of(&tx.borrow());
     drop(tx);
     let _ = reporter.await;
     let parts = match result {
@@ -574,23 +573,15 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
     } else {
         status.message.clone()
     };
-    let done = BulkExportStatus {
-        phase: Some(ExportPhase::Succeeded),
-        completion_time: Some(Time(jiff::Timestamp::now())),
-        message,
-        parts,
-        ..Default::default()
-    };
     patch_status(
         &api,
         name,
         serde_json::json!({
-            "phase": done.phase,
-            "completionTime": done.completion_time,
-            "message": done.message,
-            "parts": done.parts,
-            "progress": {"recordingsDone": total, "recordingsTotal": total,
-                         "bytesDone": 0, "bytesTotal": 0},
+            "phase": ExportPhase::Succeeded,
+            "completionTime": Time(jiff::Timestamp::now()),
+            "message": message,
+            "parts": parts,
+            "progress": last,
         }),
     )
     .await

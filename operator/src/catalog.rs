@@ -106,11 +106,7 @@ impl Catalog {
 
     /// `{prefix}/{rest}` (or `rest` without a prefix).
     pub fn key(&self, rest: &str) -> String {
-        if self.root.is_empty() {
-            rest.to_string()
-        } else {
-            format!("{}/{rest}", self.root)
-        }
+        under(&self.root, rest)
     }
 
     async fn dirs(&self, under: &str) -> Result<Vec<String>, CatalogError> {
@@ -211,6 +207,14 @@ impl Catalog {
             .collect())
     }
 
+    /// How many recordings a hold keeps (complete pairs in its area).
+    pub async fn held_count(&self, ns: &str, hold: &str) -> Result<usize, CatalogError> {
+        Ok(self
+            .pairs(&self.key(&format!("held/{ns}/{hold}")))
+            .await?
+            .len())
+    }
+
     pub async fn summary(&self, entry: &Entry) -> Result<Summary, CatalogError> {
         let bytes = self.store.get(&entry.record).await?.bytes().await?;
         Summary::parse(entry.record.as_ref(), &bytes)
@@ -223,19 +227,43 @@ impl Catalog {
         name: &str,
         body: &serde_json::Value,
     ) -> Result<Path, CatalogError> {
-        let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-        let key = Path::from(self.key(&format!(
+        Ok(write_audit(self.store.as_ref(), &self.root, now, name, body).await?)
+    }
+}
+
+/// `{prefix}/{rest}` (or `rest` without a prefix).
+pub fn under(prefix: &str, rest: &str) -> String {
+    let root = prefix.trim_matches('/');
+    if root.is_empty() {
+        rest.to_string()
+    } else {
+        format!("{root}/{rest}")
+    }
+}
+
+/// Writes `{prefix}/audit/yyyy/mm/dd/{millis}-{name}.json`.
+pub async fn write_audit(
+    store: &dyn ObjectStore,
+    prefix: &str,
+    now: jiff::Timestamp,
+    name: &str,
+    body: &serde_json::Value,
+) -> Result<Path, object_store::Error> {
+    let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let key = Path::from(under(
+        prefix,
+        &format!(
             "audit/{:04}/{:02}/{:02}/{}-{name}.json",
             day.year(),
             day.month(),
             day.day(),
             now.as_millisecond()
-        )));
-        self.store
-            .put(&key, body.to_string().into_bytes().into())
-            .await?;
-        Ok(key)
-    }
+        ),
+    ));
+    store
+        .put(&key, body.to_string().into_bytes().into())
+        .await?;
+    Ok(key)
 }
 
 /// Deletes an object; one already gone counts as deleted.

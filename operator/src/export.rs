@@ -151,16 +151,19 @@ pub fn party(aor: Option<&str>) -> String {
     safe_component(bare.split(['@', ';']).next().unwrap_or(bare))
 }
 
+/// `(yyyy-mm-dd, hhmmss)` of a start time in UTC, for file names.
+pub fn stamp(start: Option<jiff::Timestamp>) -> (String, String) {
+    start.map_or(("unknown".into(), "000000".into()), |t| {
+        let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+        (
+            format!("{:04}-{:02}-{:02}", z.year(), z.month(), z.day()),
+            format!("{:02}{:02}{:02}", z.hour(), z.minute(), z.second()),
+        )
+    })
+}
+
 fn row(entry: &Entry, s: &Summary) -> Row {
-    let start = s.start.map(|t| t.to_zoned(jiff::tz::TimeZone::UTC));
-    let (day, time) = start
-        .as_ref()
-        .map_or(("unknown".into(), "000000".into()), |z| {
-            (
-                format!("{:04}-{:02}-{:02}", z.year(), z.month(), z.day()),
-                format!("{:02}{:02}{:02}", z.hour(), z.minute(), z.second()),
-            )
-        });
+    let (day, time) = stamp(s.start);
     let from = party(s.participants.first().and_then(|p| p.aor.as_deref()));
     let to = party(s.participants.get(1).and_then(|p| p.aor.as_deref()));
     Row {
@@ -394,6 +397,8 @@ pub async fn run(
         })
         .try_collect()
         .await?;
+    // The rows carry what the export needs; the listing can go.
+    drop(entries);
     rows.sort_by(|a, b| (&a.user, a.start, &a.id).cmp(&(&b.user, b.start, &b.id)));
     let plan = plan_parts(&rows, req.part_size);
     let mut state = Progress {

@@ -104,7 +104,7 @@ fn selector(namespace: &str) -> BTreeMap<String, String> {
 }
 
 /// A condition that keeps its transition time while its status does not change.
-fn condition(
+pub(crate) fn condition(
     existing: &[Condition],
     type_: &str,
     status: bool,

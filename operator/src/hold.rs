@@ -28,6 +28,11 @@ pub const FINALIZER: &str = "opname.dev/release-held-copies";
 /// How often a hold looks for new recordings it matches (a user's next calls).
 const RESCAN: Duration = Duration::from_secs(300);
 
+/// Whether matching needs the recording's record (anything but a list of ids).
+pub fn needs_record(spec: &RecordingHoldSpec) -> bool {
+    spec.users.is_some() || spec.from.is_some() || spec.to.is_some()
+}
+
 /// Whether a hold covers a recording.
 pub fn matches(spec: &RecordingHoldSpec, id: &str, summary: Option<&Summary>) -> bool {
     if let Some(ids) = &spec.recording_ids
@@ -35,8 +40,7 @@ pub fn matches(spec: &RecordingHoldSpec, id: &str, summary: Option<&Summary>) ->
     {
         return false;
     }
-    let needs_record = spec.users.is_some() || spec.from.is_some() || spec.to.is_some();
-    if !needs_record {
+    if !needs_record(spec) {
         return true;
     }
     let Some(s) = summary else { return false };
@@ -54,9 +58,37 @@ pub fn matches(spec: &RecordingHoldSpec, id: &str, summary: Option<&Summary>) ->
     }
 }
 
-/// The `yyyy/mm` periods a hold's time range touches (`""`: the whole namespace), so a hold on a
-/// week does not read every record of every year.
-pub fn periods(spec: &RecordingHoldSpec) -> Vec<String> {
+/// What a scan lists: after a completed scan (`since`), only the days from the day before it to
+/// `today` (a call is filed under its start day and stored when it ends), so rescans read what is
+/// new rather than every record again; otherwise the `yyyy/mm` periods the hold's time range
+/// touches (`""`: the whole namespace), so a hold on a week does not read every year.
+pub fn periods(
+    spec: &RecordingHoldSpec,
+    since: Option<jiff::Timestamp>,
+    today: jiff::civil::Date,
+) -> Vec<String> {
+    let utc = jiff::tz::TimeZone::UTC;
+    let date =
+        |t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time| t.0.to_zoned(utc.clone()).date();
+    if let Some(since) = since {
+        let since = since.to_zoned(utc.clone()).date();
+        let mut d = since.yesterday().unwrap_or(since);
+        if let Some(from) = spec.from.as_ref().map(date) {
+            d = d.max(from);
+        }
+        let end = spec.to.as_ref().map(date).map_or(today, |t| t.min(today));
+        let mut days = Vec::new();
+        while d <= end && days.len() <= 62 {
+            days.push(format!("{:04}/{:02}/{:02}", d.year(), d.month(), d.day()));
+            match d.tomorrow() {
+                Ok(next) => d = next,
+                Err(_) => break,
+            }
+        }
+        if days.len() <= 62 {
+            return days;
+        }
+    }
     let (Some(from), Some(to)) = (&spec.from, &spec.to) else {
         return vec![String::new()];
     };
@@ -99,25 +131,32 @@ pub async fn copy_in(
 async fn apply(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
     let ns = hold.namespace().unwrap_or_default();
     let name = hold.name_any();
-    let mut held = 0i64;
+    // A changed spec scans everything it selects again.
+    let since = hold
+        .status
+        .as_ref()
+        .filter(|s| s.observed_generation == hold.metadata.generation)
+        .and_then(|s| s.last_scan.as_ref())
+        .map(|t| t.0);
+    let now = jiff::Timestamp::now();
+    let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
     let mut added = 0i64;
-    for period in periods(&hold.spec) {
+    for period in periods(&hold.spec, since, today) {
         for entry in ctx.catalog.list(&ns, &period).await? {
             if entry.held_by.contains(&name) {
-                held += 1;
                 continue;
             }
-            let summary = match hold.spec.recording_ids.is_some() && hold.spec.users.is_none() {
-                true if hold.spec.from.is_none() && hold.spec.to.is_none() => None,
-                _ => Some(ctx.catalog.summary(&entry).await?),
+            let summary = match needs_record(&hold.spec) {
+                true => Some(ctx.catalog.summary(&entry).await?),
+                false => None,
             };
             if matches(&hold.spec, &entry.id, summary.as_ref()) {
                 copy_in(&ctx.catalog, &ns, &name, &entry).await?;
-                held += 1;
                 added += 1;
             }
         }
     }
+    let held = ctx.catalog.held_count(&ns, &name).await? as i64;
     if added > 0 {
         ctx.event(
             &hold.object_ref(&()),
@@ -134,9 +173,7 @@ async fn apply(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
     let status = RecordingHoldStatus {
         observed_generation: hold.metadata.generation,
         held,
-        last_scan: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            jiff::Timestamp::now(),
-        )),
+        last_scan: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
         conditions: Vec::new(),
     };
     let patch = serde_json::json!({
@@ -280,7 +317,21 @@ mod tests {
             to: Some(Time("2027-01-02T00:00:00Z".parse().unwrap())),
             ..spec()
         };
-        assert_eq!(periods(&range), ["2026/11", "2026/12", "2027/01"]);
-        assert_eq!(periods(&spec()), [""]);
+        let today = jiff::civil::date(2027, 6, 1);
+        assert_eq!(
+            periods(&range, None, today),
+            ["2026/11", "2026/12", "2027/01"]
+        );
+        assert_eq!(periods(&spec(), None, today), [""]);
+        // Rescans read only from the day before the last scan.
+        let since = "2027-05-31T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            periods(&spec(), Some(since), today),
+            ["2027/05/30", "2027/05/31", "2027/06/01"]
+        );
+        assert!(
+            periods(&range, Some(since), today).is_empty(),
+            "range long over"
+        );
     }
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::retention;
 use crate::settings::StoreSettings;
+use crate::{catalog, retention};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
@@ -40,13 +40,6 @@ pub fn open_store(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, Swee
     let store = opname_recorder::store::Store::open(&settings.url, &settings.prefix)
         .map_err(|e| SweepError::Open(e.to_string()))?;
     Ok(store.object_store().clone())
-}
-
-async fn delete(store: &dyn ObjectStore, key: &str) -> Result<(), object_store::Error> {
-    match store.delete(&Path::from(key)).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// One pass over every retention class under `prefix`, and over the export archives kept
@@ -101,7 +94,7 @@ pub async fn sweep(
             let sizes: u64 = meta.size;
             let planned = retention::sweep_recording(prefix, &objects, now);
             for k in &planned {
-                delete(store, k).await?;
+                catalog::delete(store, &Path::from(k.as_str())).await?;
                 report.deleted.push(k.clone());
                 tokio::time::sleep(pause).await;
             }
@@ -111,18 +104,13 @@ pub async fn sweep(
         }
     }
     if archive_days > 0 {
-        let exports = if root.is_empty() {
-            "exports".to_string()
-        } else {
-            format!("{root}/exports")
-        };
-        let mut listing = store.list(Some(&Path::from(exports)));
+        let mut listing = store.list(Some(&Path::from(catalog::under(prefix, "exports"))));
         while let Some(meta) = listing.next().await {
             let meta = meta?;
             let created = jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
                 .unwrap_or(now);
             if retention::expired(created, archive_days, now) {
-                delete(store, meta.location.as_ref()).await?;
+                catalog::delete(store, &meta.location).await?;
                 report.deleted.push(meta.location.to_string());
                 report.bytes += meta.size;
                 tokio::time::sleep(pause).await;
@@ -136,26 +124,7 @@ pub async fn sweep(
             "what": "deleted: retention period over",
             "deleted": report.deleted,
         });
-        let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-        let key = format!(
-            "{}{}/{:04}/{:02}/{:02}/{}-sweeper.json",
-            if root.is_empty() {
-                String::new()
-            } else {
-                format!("{root}/")
-            },
-            "audit",
-            day.year(),
-            day.month(),
-            day.day(),
-            now.as_millisecond()
-        );
-        store
-            .put(
-                &Path::from(key),
-                PutPayload::from(audit.to_string().into_bytes()),
-            )
-            .await?;
+        catalog::write_audit(store, prefix, now, "sweeper", &audit).await?;
     }
     Ok(report)
 }
@@ -164,6 +133,7 @@ pub async fn sweep(
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
+    use object_store::PutPayload;
     use object_store::memory::InMemory;
     use std::collections::BTreeSet;
 
