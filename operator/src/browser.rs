@@ -24,7 +24,7 @@ use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStoreExt};
-use opname_recorder::identity::normalize;
+use opname_model::identity::normalize;
 use serde::Deserialize;
 
 use crate::access::{Access, AccessError, Identity};

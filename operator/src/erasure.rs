@@ -9,7 +9,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
-use opname_recorder::identity::normalize;
+use opname_model::identity::normalize;
 
 use crate::catalog::{self, Summary};
 use crate::crd::{ErasurePhase, RecordingErasure, RecordingErasureSpec, RecordingErasureStatus};

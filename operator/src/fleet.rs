@@ -4,7 +4,7 @@
 //! Deployment, Service, PodDisruptionBudget (and optional HPA), plus each policy's status and the
 //! Events worth publishing. The controller only applies what it returns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -27,8 +27,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
-use opname_recorder::config as rc;
-use opname_recorder::identity::{IdentityKey, normalize};
+use opname_model::config as rc;
+use opname_model::policy::resolve_claims;
 
 use crate::crd::{FleetStatus, Mode, RecordingPolicy, RecordingPolicyStatus};
 use crate::settings::{RtpMode, Settings};
@@ -166,29 +166,27 @@ pub fn plan(
         (a.creation_timestamp().map(|t| t.0), a.name_any())
             .cmp(&(b.creation_timestamp().map(|t| t.0), b.name_any()))
     });
-    let mut claims: HashMap<IdentityKey, String> = HashMap::new();
+    let names: Vec<String> = ordered.iter().map(|p| p.name_any()).collect();
+    let claims = resolve_claims(ordered.iter().zip(&names).map(|(p, name)| {
+        let identities: &[String] = if p.spec.suspended {
+            &[]
+        } else {
+            &p.spec.identities
+        };
+        (name.as_str(), identities)
+    }));
     let mut rendered = Vec::new();
     let mut statuses = BTreeMap::new();
     let mut events = Vec::new();
     let mut pending = Vec::new();
-    for p in &ordered {
-        let name = p.name_any();
-        let mut conflicts = Vec::new();
-        let mut own = Vec::new();
-        if !p.spec.suspended {
-            for raw in &p.spec.identities {
-                let Some(key) = normalize(raw) else { continue };
-                match claims.get(&key) {
-                    Some(owner) if *owner != name => {
-                        conflicts.push(format!("{raw} (policy {owner})"))
-                    }
-                    _ => {
-                        claims.insert(key, name.clone());
-                        own.push(raw.clone());
-                    }
-                }
-            }
-        }
+    for ((p, name), claimed) in ordered.iter().zip(&names).zip(claims) {
+        let name = name.clone();
+        let conflicts: Vec<String> = claimed
+            .conflicts
+            .iter()
+            .map(|(raw, owner)| format!("{raw} (policy {owner})"))
+            .collect();
+        let own: Vec<String> = claimed.own.iter().map(|(raw, _)| raw.to_string()).collect();
         if !p.spec.suspended && !own.is_empty() {
             rendered.push(rc::Policy {
                 name: name.clone(),

@@ -20,8 +20,10 @@ use crate::{catalog, retention};
 pub enum SweepError {
     #[error(transparent)]
     Store(#[from] object_store::Error),
-    #[error("store: {0}")]
-    Open(String),
+    #[error(transparent)]
+    Open(#[from] opname_model::store::StoreError),
+    #[error(transparent)]
+    Bucket(#[from] Box<crate::lifecycle::LifecycleError>),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
@@ -32,14 +34,10 @@ pub struct SweepReport {
 
 /// The store the recorders write to, from the operator's settings.
 pub fn open_store(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, SweepError> {
-    if let Some(bucket) = crate::lifecycle::Bucket::from_settings(settings)
-        .map_err(|e| SweepError::Open(e.to_string()))?
-    {
+    if let Some(bucket) = crate::lifecycle::Bucket::from_settings(settings).map_err(Box::new)? {
         return Ok(bucket.objects());
     }
-    let store = opname_recorder::store::Store::open(&settings.url, &settings.prefix)
-        .map_err(|e| SweepError::Open(e.to_string()))?;
-    Ok(store.object_store().clone())
+    Ok(opname_model::store::open(&settings.url)?)
 }
 
 /// One pass over every retention class under `prefix`, and over the export archives kept

@@ -1,23 +1,17 @@
 //! opname-recorder: a SIPREC Session Recording Server writing stereo Ogg Opus to object storage.
 //!
-//! Protocol cores are sans-IO (`sip`, `sdp`, `metadata`, `body`, `siprec`, `jitter`,
-//! `recording`, `ogg`); `server` owns sockets, timers and files; `store` the object storage.
+//! Layers, innermost first (ARCHITECTURE.md):
+//! - [`protocol`]: SIP framing and parsing, SDP, multipart bodies, SIPREC metadata — bytes in,
+//!   typed messages out;
+//! - [`siprec`]: the Session Recording Server core — transactions, dialogs, admission, the policy
+//!   table and RTP ports — a sans-IO state machine fed messages and the time, returning actions;
+//! - [`media`]: one call's audio — jitter buffers, codecs, DTMF, the stereo mixer and Ogg Opus;
+//! - [`record`]: the call's record (the archive's own type, from `opname-model`);
+//! - [`edge`]: sockets, tasks, the spool, uploads and configuration reload — the only I/O.
 
-pub mod body;
-pub mod capacity;
-pub mod codec;
-pub mod config;
-pub mod dtmf;
-pub mod identity;
-pub mod jitter;
-pub mod loadgen;
-pub mod metadata;
+pub mod edge;
+pub mod media;
 pub mod metrics;
-pub mod ogg;
+pub mod protocol;
 pub mod record;
-pub mod recording;
-pub mod sdp;
-pub mod server;
-pub mod sip;
 pub mod siprec;
-pub mod store;

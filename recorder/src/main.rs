@@ -1,11 +1,9 @@
-use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use opname_recorder::config::Config;
-use opname_recorder::{loadgen, server};
+use opname_model::config::Config;
+use opname_recorder::edge;
 
 #[derive(Parser)]
 #[command(
@@ -23,7 +21,7 @@ enum Command {
     /// Run the recording server.
     Serve {
         /// Configuration file (format: docs/recorder-config.md); policies in it are reloaded on change.
-        #[arg(long, env = "OPNAME_CONFIG", default_value = server::default_config_path().as_os_str())]
+        #[arg(long, env = "OPNAME_CONFIG", default_value = edge::default_config_path().as_os_str())]
         config: PathBuf,
         /// Runtime worker threads (default: one per core).
         #[arg(long, env = "OPNAME_THREADS")]
@@ -33,36 +31,6 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
-    },
-    /// Start a recorder on a local directory store and record one demo call into it.
-    Demo {
-        /// Directory for the store, spool and config.
-        #[arg(long, default_value = "opname-demo")]
-        dir: PathBuf,
-        #[arg(long, default_value_t = 5)]
-        seconds: u64,
-    },
-    /// Hold N concurrent two-stream G.711 SIPREC calls against a recorder.
-    Loadgen {
-        #[arg(long)]
-        target: SocketAddr,
-        #[arg(long, default_value_t = 1)]
-        calls: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Spread call starts over this many seconds.
-        #[arg(long, default_value_t = 0.0)]
-        ramp: f64,
-        #[arg(long, default_value = "sip:alice@demo.example")]
-        caller: String,
-        #[arg(long, default_value = "sip:+15550100@carrier.example")]
-        callee: String,
-        /// Raw 8 kHz μ-law audio for stream 1 (default: a synthetic speaker).
-        #[arg(long)]
-        caller_audio: Option<PathBuf>,
-        /// Raw 8 kHz μ-law audio for stream 2.
-        #[arg(long)]
-        callee_audio: Option<PathBuf>,
     },
 }
 
@@ -103,50 +71,6 @@ fn main() -> ExitCode {
                 )
             })
             .map_err(|e| e.to_string()),
-        Command::Demo { dir, seconds } => demo(dir, seconds),
-        Command::Loadgen {
-            target,
-            calls,
-            seconds,
-            ramp,
-            caller,
-            callee,
-            caller_audio,
-            callee_audio,
-        } => runtime(None).map_err(|e| e.to_string()).and_then(|rt| {
-            let bind = if target.ip().is_loopback() {
-                target.ip()
-            } else {
-                [0, 0, 0, 0].into()
-            };
-            let [default_a, default_b] = loadgen::synthetic_audio();
-            let read = |p: Option<PathBuf>, default| match p {
-                Some(p) => std::fs::read(&p)
-                    .map(Into::into)
-                    .map_err(|e| format!("{}: {e}", p.display())),
-                None => Ok(default),
-            };
-            let audio = [
-                read(caller_audio, default_a)?,
-                read(callee_audio, default_b)?,
-            ];
-            let spec = loadgen::LoadSpec {
-                target,
-                bind,
-                calls,
-                duration: Duration::from_secs(seconds),
-                ramp: Duration::from_secs_f64(ramp),
-                caller,
-                callee,
-                audio,
-            };
-            let report = rt.block_on(loadgen::run(spec)).map_err(|e| e.to_string())?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-            );
-            Ok(())
-        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -170,80 +94,6 @@ fn serve(path: PathBuf, threads: Option<usize>) -> Result<(), String> {
     }
     let rt = runtime(threads).map_err(|e| e.to_string())?;
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    rt.block_on(server::run(Some(path), config, rx))
+    rt.block_on(edge::run(Some(path), config, rx))
         .map_err(|e| e.to_string())
-}
-
-fn free_port() -> Result<u16, String> {
-    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    s.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
-}
-
-fn demo(dir: PathBuf, seconds: u64) -> Result<(), String> {
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let dir = dir.canonicalize().map_err(|e| e.to_string())?;
-    let sip_port = free_port()?;
-    let yaml = format!(
-        "namespace: demo\nsip:\n  listen: 127.0.0.1:{sip_port}\nrtp:\n  bind: 127.0.0.1\n  portMin: 41000\n  portMax: 41999\nstore:\n  url: file://{store}\n  prefix: recordings\nspool:\n  dir: {spool}\nhttp:\n  listen: 127.0.0.1:0\nlimits:\n  drainSeconds: 10\npolicies:\n  - name: alice\n    user: alice@demo.example\n    identities: [\"sip:alice@demo.example\", \"tel:+15550001\"]\n    retentionDays: 30\n",
-        store = dir.join("store").display(),
-        spool = dir.join("spool").display()
-    );
-    let config_path = dir.join("recorder.yaml");
-    std::fs::write(&config_path, &yaml).map_err(|e| e.to_string())?;
-    let config = Config::parse(&yaml).map_err(|e| e.to_string())?;
-    let rt = runtime(None).map_err(|e| e.to_string())?;
-    rt.block_on(async move {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let server = tokio::spawn(server::run(Some(config_path), config, rx));
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let target: SocketAddr = ([127, 0, 0, 1], sip_port).into();
-        println!("recording a {seconds} s demo call to {target} …");
-        let report = loadgen::run(loadgen::LoadSpec {
-            target,
-            bind: [127, 0, 0, 1].into(),
-            calls: 1,
-            duration: Duration::from_secs(seconds),
-            ramp: Duration::ZERO,
-            caller: "sip:alice@demo.example".into(),
-            callee: "sip:+15550100@carrier.example".into(),
-            audio: loadgen::synthetic_audio(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        let _ = tx.send(true);
-        server
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        if report.answered != 1 {
-            return Err(format!("the demo call was not answered: {report:?}"));
-        }
-        Ok::<(), String>(())
-    })?;
-    let mut found = Vec::new();
-    let mut stack = vec![dir.join("store")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).map_err(|e| e.to_string())?.flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                found.push(e.path());
-            }
-        }
-    }
-    found.sort();
-    for f in &found {
-        println!("{}", f.display());
-    }
-    if found.len() < 2 {
-        return Err("the demo recording did not reach the store".into());
-    }
-    println!(
-        "play it with: ffplay or any browser ({}).",
-        found
-            .iter()
-            .find(|f| f.extension().is_some_and(|e| e == "opus"))
-            .map_or(String::new(), |f| f.display().to_string())
-    );
-    Ok(())
 }

@@ -1,70 +1,123 @@
-//! The JSON record stored beside each recording: who, when, what was heard and how well.
+//! A call's record (the model's [`Record`]), built once when the recording starts and kept by
+//! its media task, which refreshes it on re-negotiation and completes it at the end.
 
-use std::collections::BTreeMap;
+use opname_model::layout::RecordingKeys;
+use opname_model::record::{self, Audio, Channel, EndReason, Participant, Record, Stream};
 
-use serde::Serialize;
+use crate::media::mixer::{self, StreamReport, Summary};
+use crate::protocol::metadata::Metadata;
+use crate::siprec::StartRecording;
 
-use crate::config::Mode;
-use crate::metadata::Metadata;
-use crate::recording::{Pause, StreamReport};
-use crate::siprec::{Channel, EndReason};
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ParticipantRecord {
-    pub aor: Option<String>,
-    pub name: Option<String>,
-    pub channel: Option<Channel>,
-    pub joined: Option<String>,
-    pub left: Option<String>,
+/// The record as far as it is known when the call starts: end, audio and statistics are filled
+/// in by [`finish`], or by crash recovery from the spool's copy.
+pub fn initial(
+    start: &StartRecording,
+    id: &str,
+    started: jiff::Timestamp,
+    keys: &RecordingKeys,
+    recorder: &str,
+) -> Record {
+    let policy = &start.policy;
+    let mut r = Record {
+        schema: record::SCHEMA,
+        id: id.to_string(),
+        namespace: start.namespace.clone(),
+        user: policy.user.clone(),
+        policy: policy.name.clone(),
+        mode: policy.mode,
+        matched_identity: start.matched_identity.clone(),
+        participants: Vec::new(),
+        siprec_session_id: None,
+        sip_call_ids: vec![start.sip_call_id.clone()],
+        correlation: Default::default(),
+        start: started,
+        end: started,
+        duration_seconds: 0.0,
+        codecs: Vec::new(),
+        pauses: Vec::new(),
+        streams: Vec::new(),
+        audio: Audio {
+            key: keys.audio.to_string(),
+            content_type: record::AUDIO_CONTENT_TYPE.into(),
+            size: 0,
+            sha256: String::new(),
+            sample_rate: mixer::mixing_rate(&start.streams),
+            channels: 2,
+        },
+        retention_days: policy.retention_days,
+        retain_until: started,
+        kept_at: None,
+        complete: false,
+        end_reason: EndReason::Crashed,
+        recorder: recorder.to_string(),
+    };
+    refresh(&mut r, start);
+    r
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AudioObject {
-    pub key: String,
-    pub content_type: &'static str,
-    pub size: u64,
-    pub sha256: String,
-    pub sample_rate: u32,
-    pub channels: u8,
+/// What the metadata and the negotiated streams say, after the start or a re-negotiation.
+pub fn refresh(r: &mut Record, start: &StartRecording) {
+    r.participants = participants(&start.metadata, &[]);
+    r.siprec_session_id = start.metadata.session_id.clone();
+    r.correlation = start
+        .metadata
+        .correlation
+        .clone()
+        .into_iter()
+        .chain(start.correlation.clone())
+        .collect();
+    r.codecs = start
+        .streams
+        .iter()
+        .filter_map(|s| s.codec.map(|(_, c)| c.name().to_string()))
+        .collect();
+    r.codecs.dedup();
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordingRecord {
-    pub schema: u32,
-    pub id: String,
-    pub namespace: String,
-    pub user: String,
-    pub policy: String,
-    pub mode: Mode,
-    pub matched_identity: String,
-    pub participants: Vec<ParticipantRecord>,
-    pub siprec_session_id: Option<String>,
-    pub sip_call_ids: Vec<String>,
-    pub correlation: BTreeMap<String, String>,
-    /// From the recorder's clock: SRC clocks are not trusted.
-    pub start: jiff::Timestamp,
-    pub end: jiff::Timestamp,
-    pub duration_seconds: f64,
-    pub codecs: Vec<&'static str>,
-    pub pauses: Vec<Pause>,
-    pub streams: Vec<StreamReport>,
-    pub audio: AudioObject,
-    pub retention_days: u32,
-    pub retain_until: jiff::Timestamp,
-    /// On demand: when the user keyed the keep code (the whole call is kept, from its start).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kept_at: Option<jiff::Timestamp>,
-    /// False when the recording was cut (RTP timeout, shutdown, lost ACK).
-    pub complete: bool,
-    pub end_reason: EndReason,
-    pub recorder: String,
+/// Completes the record from the mixer's summary and the audio as written.
+pub fn finish(
+    r: &mut Record,
+    metadata: &Metadata,
+    summary: Summary,
+    audio: (u64, String),
+    end: jiff::Timestamp,
+    reason: EndReason,
+) {
+    r.participants = participants(metadata, &summary.streams);
+    r.codecs = summary
+        .streams
+        .iter()
+        .filter_map(|s| s.codec.map(str::to_string))
+        .collect();
+    r.codecs.dedup();
+    r.end = end;
+    r.duration_seconds = summary.duration.as_secs_f64();
+    r.pauses = summary.pauses;
+    r.streams = summary.streams.iter().map(stream).collect();
+    (r.audio.size, r.audio.sha256) = audio;
+    r.audio.sample_rate = summary.sample_rate;
+    r.retain_until = Record::retain_until(end, r.retention_days);
+    r.kept_at = summary.kept_at.map(|s| r.at(s));
+    r.complete = reason == EndReason::Bye;
+    r.end_reason = reason;
+}
+
+fn stream(s: &StreamReport) -> Stream {
+    Stream {
+        label: s.label.clone(),
+        codec: s.codec.map(str::to_string),
+        channel: s.channel,
+        received: s.stats.received,
+        lost: s.stats.lost,
+        late: s.stats.late,
+        duplicated: s.stats.duplicated,
+        foreign: s.foreign,
+        unknown_payload: s.unknown_payload,
+    }
 }
 
 /// Participants with the channel their streams went to.
-pub fn participants(md: &Metadata, streams: &[StreamReport]) -> Vec<ParticipantRecord> {
+pub fn participants(md: &Metadata, streams: &[StreamReport]) -> Vec<Participant> {
     md.participants
         .iter()
         .enumerate()
@@ -82,7 +135,7 @@ pub fn participants(md: &Metadata, streams: &[StreamReport]) -> Vec<ParticipantR
                 (false, 0) => Some(Channel::Left),
                 (false, _) => Some(Channel::Right),
             });
-            ParticipantRecord {
+            Participant {
                 aor: p.aor.clone(),
                 name: p.name.clone(),
                 channel,

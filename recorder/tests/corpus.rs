@@ -11,8 +11,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opname_recorder::config::{Config, PolicyTable};
-use opname_recorder::sip::{self, Message, Start};
+use opname_model::config::Config;
+use opname_recorder::protocol::sip::{self, Message, Start};
+use opname_recorder::siprec::policy::PolicyTable;
 use opname_recorder::siprec::{
     Action, Channel, CoreConfig, EndReason, MediaStream, Peer, Srs, StartRecording, Transport,
 };
@@ -230,9 +231,10 @@ fn run_file(path: &Path) {
             _ => None,
         });
         // RFC 3264: one m-line per offered m-line, labels echoed exactly.
-        let offer = opname_recorder::body::split(request.header("Content-Type"), &request.body)
-            .ok()
-            .and_then(|b| b.sdp.map(|s| s.to_vec()));
+        let offer =
+            opname_recorder::protocol::body::split(request.header("Content-Type"), &request.body)
+                .ok()
+                .and_then(|b| b.sdp.map(|s| s.to_vec()));
         if let (Some(offer), 200) = (&offer, status(last))
             && !last.body.is_empty()
         {

@@ -52,7 +52,7 @@ pub fn speech(
 
 pub fn ulaw_to_pcm(data: &[u8]) -> Vec<i16> {
     data.iter()
-        .map(|b| opname_recorder::codec::ULAW[*b as usize])
+        .map(|b| opname_recorder::media::codec::ULAW[*b as usize])
         .collect()
 }
 

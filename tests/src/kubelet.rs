@@ -288,7 +288,7 @@ fn project(dir: &Path, maps: &BTreeMap<String, String>, sip: u16, http: u16) {
     for (path, content) in maps {
         let file = dir.join("volumes").join(path);
         let _ = std::fs::create_dir_all(file.parent().unwrap_or(dir));
-        let content = match opname_recorder::config::Config::parse(content) {
+        let content = match opname_model::config::Config::parse(content) {
             Ok(mut c) => {
                 c.sip.listen = ([127, 0, 0, 1], sip).into();
                 c.http.listen = ([127, 0, 0, 1], http).into();

@@ -37,6 +37,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "opname-recorder",
                 "-p",
                 "opname-operator",
+                "-p",
+                "opname-tools",
             ])
             .current_dir(workspace())
             .status()
@@ -464,9 +466,15 @@ impl Synthetic<'_> {
 pub fn ogg_opus_tone(seconds: u32) -> Vec<u8> {
     let mut enc = opus::Encoder::new(8000, opus::Channels::Stereo, opus::Application::Voip)
         .expect("opus encoder");
-    let mut w =
-        opname_recorder::ogg::OggOpusWriter::new(Vec::new(), 7, 2, 8000, 312, "opname-tests")
-            .expect("ogg");
+    let mut w = opname_recorder::media::ogg::OggOpusWriter::new(
+        Vec::new(),
+        7,
+        2,
+        8000,
+        312,
+        "opname-tests",
+    )
+    .expect("ogg");
     let mut pcm = [0i16; 320];
     let mut out = [0u8; 1500];
     for frame in 0..seconds * 50 {

@@ -19,9 +19,9 @@ fn one(server: &ApiServer, group: &str, version: &str, plural: &str) -> Option<V
     items.into_iter().next()
 }
 
-fn recorder_config(server: &ApiServer) -> Option<opname_recorder::config::Config> {
+fn recorder_config(server: &ApiServer) -> Option<opname_model::config::Config> {
     let cm = one(server, "", "v1", "configmaps")?;
-    opname_recorder::config::Config::parse(cm["data"]["recorder.yaml"].as_str()?).ok()
+    opname_model::config::Config::parse(cm["data"]["recorder.yaml"].as_str()?).ok()
 }
 
 fn condition(p: &Value, type_: &str) -> Option<(String, String)> {
@@ -87,7 +87,7 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     assert_eq!(config.policies[0].user, "alice@acme.example");
     assert_eq!(
         config.policies[1].mode,
-        opname_recorder::config::Mode::OnDemand
+        opname_model::config::Mode::OnDemand
     );
     // The reconcile applies the ConfigMap first; the Deployment follows in the same pass.
     wait_for("the Deployment owned by both policies", 10, || {

@@ -16,7 +16,7 @@ const POLICY: &str = "  - name: alice\n    user: alice@acme.example\n    identit
 
 /// Runs the built-in load generator (two-stream G.711 calls) and returns its JSON report.
 fn loadgen(target: std::net::SocketAddr, calls: usize, seconds: u64) -> Value {
-    let out = Command::new(bin("opname-recorder"))
+    let out = Command::new(bin("opname-tools"))
         .args([
             "loadgen",
             "--target",

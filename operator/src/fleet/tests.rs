@@ -88,12 +88,23 @@ fn renders_the_recorders_own_format_with_every_policy() {
     );
     assert_eq!(quantity_bytes("500M"), Some(500_000_000));
     assert_eq!(quantity_bytes("4x"), None);
-    let (table, warnings) = rc::PolicyTable::build(&config);
-    assert!(warnings.is_empty());
-    assert_eq!(
-        table.lookup("sip:+31201234567@gw").unwrap().1.user,
-        "alice@acme.example"
+    // The recorder resolves the rendered policies with the same rule: no conflict is left, and
+    // a number in another spelling finds alice.
+    let claims = opname_model::policy::resolve_claims(
+        config
+            .policies
+            .iter()
+            .map(|p| (p.name.as_str(), p.identities.as_slice())),
     );
+    assert!(claims.iter().all(|c| c.conflicts.is_empty()));
+    let key = opname_model::identity::normalize("sip:+31201234567@gw").unwrap();
+    let (owner, _) = config
+        .policies
+        .iter()
+        .zip(&claims)
+        .find(|(_, c)| c.own.iter().any(|(_, k)| *k == key))
+        .unwrap();
+    assert_eq!(owner.user, "alice@acme.example");
     for s in plan.statuses.values() {
         assert_eq!(s.conditions[0].type_, "Ready");
         assert_eq!(s.conditions[0].status, "True");

@@ -6,7 +6,7 @@
 
 use ezk_g722::libg722::{Bitrate, decoder::Decoder as G722Decoder};
 
-use crate::sdp::Codec;
+use crate::protocol::sdp::Codec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

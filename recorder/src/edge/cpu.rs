@@ -1,7 +1,9 @@
 //! CPU admission: new sessions are refused while the recorder uses more CPU than it may, so
 //! that calls already being recorded keep theirs. Sans-IO: fed CPU-time samples and the time.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 /// Hysteresis below the limit before admitting again, in percentage points.
 const HYSTERESIS: f64 = 10.0;
@@ -53,6 +55,33 @@ pub fn process_cpu_seconds() -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+/// Samples the process's CPU time every second and tells the core when it crosses the limit.
+pub(super) async fn cpu_monitor(tx: mpsc::Sender<super::CoreInput>, max_percent: u32) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut guard = CpuGuard::new(max_percent, cpus);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(cpu) = process_cpu_seconds() else {
+            return;
+        };
+        if let Some(overloaded) = guard.sample(cpu, Instant::now()) {
+            if overloaded {
+                tracing::warn!(max_percent, "CPU above its limit: refusing new sessions");
+            } else {
+                tracing::info!("CPU back below its limit: taking new sessions");
+            }
+            if tx
+                .send(super::CoreInput::Overloaded(overloaded))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

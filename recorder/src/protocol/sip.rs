@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::body::find;
+use crate::protocol::body::find;
 
 /// Largest message accepted on a stream before the connection is dropped.
 pub const MAX_MESSAGE: usize = 64 * 1024;

@@ -3,14 +3,14 @@
 //! One file carries the server settings and the organisation's policies, so the operator renders a
 //! single ConfigMap key. Policies are re-read while running; server settings need a restart.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{IdentityKey, normalize};
+use crate::identity::normalize;
+pub use crate::policy::Mode;
+use crate::policy::{DEFAULT_KEEP_CODE, RETENTION_DAYS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -194,13 +194,6 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-pub enum Mode {
-    #[default]
-    Always,
-    OnDemand,
-}
-
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OnDemand {
@@ -208,8 +201,22 @@ pub struct OnDemand {
     pub keep_code: String,
 }
 
+impl Policy {
+    /// The keep code an on-demand policy listens for; `None` when every call is kept.
+    pub fn keep_code(&self) -> Option<String> {
+        match self.mode {
+            Mode::OnDemand => Some(
+                self.on_demand
+                    .as_ref()
+                    .map_or_else(default_keep_code, |o| o.keep_code.clone()),
+            ),
+            Mode::Always => None,
+        }
+    }
+}
+
 fn default_keep_code() -> String {
-    "*44".into()
+    DEFAULT_KEEP_CODE.into()
 }
 
 /// One user's recording policy, as compiled from a `RecordingPolicy`.
@@ -271,10 +278,13 @@ impl Config {
             return invalid("limits.maxCalls must be at least 1".into());
         }
         for p in &self.policies {
-            if !(1..=3650).contains(&p.retention_days) {
+            if !RETENTION_DAYS.contains(&p.retention_days) {
                 return invalid(format!(
-                    "policy {}: retentionDays {} is outside 1..=3650",
-                    p.name, p.retention_days
+                    "policy {}: retentionDays {} is outside {}..={}",
+                    p.name,
+                    p.retention_days,
+                    RETENTION_DAYS.start(),
+                    RETENTION_DAYS.end()
                 ));
             }
             if p.identities.is_empty() {
@@ -290,84 +300,6 @@ impl Config {
     /// The address the SDP answer advertises.
     pub fn rtp_advertise(&self) -> IpAddr {
         self.rtp.advertise.unwrap_or(self.rtp.bind)
-    }
-}
-
-/// A policy as the recorder applies it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActivePolicy {
-    pub name: String,
-    pub user: String,
-    pub mode: Mode,
-    pub keep_code: Option<String>,
-    pub retention_days: u32,
-}
-
-/// Identity → policy lookup built from the file's policies; suspended policies are left out.
-#[derive(Debug, Default, Clone)]
-pub struct PolicyTable {
-    namespace: String,
-    by_identity: HashMap<IdentityKey, Arc<ActivePolicy>>,
-}
-
-impl PolicyTable {
-    /// Builds the table; the earlier policy keeps an identity two policies claim (the operator
-    /// orders policies oldest first and reports the conflict on the newer one).
-    pub fn build(config: &Config) -> (Self, Vec<String>) {
-        let mut by_identity = HashMap::new();
-        let mut warnings = Vec::new();
-        for p in config.policies.iter().filter(|p| !p.suspended) {
-            let active = Arc::new(ActivePolicy {
-                name: p.name.clone(),
-                user: p.user.clone(),
-                mode: p.mode,
-                keep_code: match p.mode {
-                    Mode::OnDemand => Some(
-                        p.on_demand
-                            .as_ref()
-                            .map_or_else(default_keep_code, |o| o.keep_code.clone()),
-                    ),
-                    Mode::Always => None,
-                },
-                retention_days: p.retention_days,
-            });
-            for key in p.identities.iter().filter_map(|i| normalize(i)) {
-                match by_identity.get(&key) {
-                    Some(existing) if !Arc::ptr_eq(existing, &active) => warnings.push(format!(
-                        "identity {key} of policy {} is already claimed by {}",
-                        p.name, existing.name
-                    )),
-                    _ => {
-                        by_identity.insert(key, active.clone());
-                    }
-                }
-            }
-        }
-        (
-            Self {
-                namespace: config.namespace.clone(),
-                by_identity,
-            },
-            warnings,
-        )
-    }
-
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    pub fn lookup(&self, identity: &str) -> Option<(IdentityKey, Arc<ActivePolicy>)> {
-        let key = normalize(identity)?;
-        let policy = self.by_identity.get(&key)?.clone();
-        Some((key, policy))
-    }
-
-    pub fn len(&self) -> usize {
-        self.by_identity.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_identity.is_empty()
     }
 }
 
@@ -402,21 +334,12 @@ policies:
 "#;
 
     #[test]
-    fn parses_defaults_and_builds_table() {
+    fn parses_defaults() {
         let c = Config::parse(SAMPLE).unwrap();
         assert_eq!(c.sip.listen.port(), 5060);
         assert_eq!(c.audio.complexity, 5);
-        let (t, warnings) = PolicyTable::build(&c);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert_eq!(t.lookup("sip:+31201234567@gw").unwrap().1.name, "alice");
-        assert_eq!(t.lookup("<sip:1001@pbx>").unwrap().1.name, "alice");
-        let (_, bob) = t.lookup("1002").unwrap();
-        assert_eq!(bob.keep_code.as_deref(), Some("*44"));
-        assert!(
-            t.lookup("1003").is_none(),
-            "suspended policies record nothing"
-        );
-        assert!(t.lookup("sip:mallory@evil").is_none());
+        assert_eq!(c.policies[1].keep_code().as_deref(), Some("*44"));
+        assert_eq!(c.policies[0].keep_code(), None);
     }
 
     #[test]

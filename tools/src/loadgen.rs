@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::codec::ulaw_encode;
-use crate::sip::{self, Message, Start};
+use opname_recorder::media::codec::ulaw_encode;
+use opname_recorder::protocol::sip::{self, Message, Start};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -4,13 +4,30 @@
 //!
 //! `cargo bench -p opname-recorder --bench capacity [-- N1 N2 …] [--seconds S]`
 //! The recorder runs as `serve --threads 1` pinned to CPU 0 (`taskset`), the load generator
-//! (`opname-recorder loadgen`) on CPU 1. Results go to stdout as a Markdown table.
+//! (`opname-tools loadgen`) on CPU 1. Results go to stdout as a Markdown table.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_opname-recorder");
+const TOOLS: &str = env!("CARGO_BIN_EXE_opname-tools");
+
+/// The recorder binary of the same profile, built beside the tools.
+fn recorder_bin() -> PathBuf {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "opname-recorder",
+            "--bin",
+            "opname-recorder",
+        ])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the recorder failed");
+    Path::new(TOOLS).with_file_name("opname-recorder")
+}
 /// The speech files loop every 16 s (800 frames); the CPU window of a 20 s run is 16 s.
 const LOOP_FRAMES: usize = 800;
 
@@ -216,7 +233,9 @@ fn run(calls: usize, seconds: u64, audio: &[PathBuf; 2]) -> RunResult {
     std::fs::write(dir.join("recorder.yaml"), config).unwrap();
     let rec = Killer(
         Command::new("taskset")
-            .args(["-c", "0", BIN, "serve", "--threads", "1", "--config"])
+            .args(["-c", "0"])
+            .arg(recorder_bin())
+            .args(["serve", "--threads", "1", "--config"])
             .arg(dir.join("recorder.yaml"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -233,7 +252,7 @@ fn run(calls: usize, seconds: u64, audio: &[PathBuf; 2]) -> RunResult {
         .args([
             "-c",
             "1",
-            BIN,
+            TOOLS,
             "loadgen",
             "--target",
             &format!("127.0.0.1:{sip}"),
@@ -357,8 +376,9 @@ fn libopus_alone(calls: usize, frames_per_call: usize, audio: &[PathBuf; 2]) -> 
         for enc in encoders.iter_mut() {
             let off = (f * 160) % a.len();
             for i in 0..160 {
-                pcm[2 * i] = opname_recorder::codec::ULAW[a[(off + i) % a.len()] as usize];
-                pcm[2 * i + 1] = opname_recorder::codec::ULAW[b[(off + i) % b.len()] as usize];
+                pcm[2 * i] = opname_recorder::media::codec::ULAW[a[(off + i) % a.len()] as usize];
+                pcm[2 * i + 1] =
+                    opname_recorder::media::codec::ULAW[b[(off + i) % b.len()] as usize];
             }
             bytes += enc.encode(&pcm, &mut out).unwrap();
         }
@@ -371,8 +391,8 @@ fn libopus_alone(calls: usize, frames_per_call: usize, audio: &[PathBuf; 2]) -> 
 /// The recording pipeline alone, in process: N calls' packets with exact timing through jitter
 /// buffer, decoder, mixer, encoder and Ogg writer (to a sink). µs per call-frame and bytes/s.
 fn pipeline_alone(calls: usize, frames_per_call: usize, audio: &[PathBuf; 2]) -> (f64, f64) {
-    use opname_recorder::recording::{AudioSettings, Recording};
-    use opname_recorder::sdp::Codec;
+    use opname_recorder::media::mixer::{AudioSettings, Recording};
+    use opname_recorder::protocol::sdp::Codec;
     use opname_recorder::siprec::{Channel, MediaStream};
     let (a, b) = (
         std::fs::read(&audio[0]).unwrap(),

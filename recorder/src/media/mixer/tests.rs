@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::codec::ulaw_encode;
+use crate::media::codec::ulaw_encode;
 
 fn stream(index: usize, port: u16, channel: Channel) -> MediaStream {
     MediaStream {

@@ -9,11 +9,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::body::{self, BodyError};
-use crate::config::{ActivePolicy, PolicyTable};
-use crate::metadata::{self, Metadata};
-use crate::sdp::{self, Codec, Offer};
-use crate::sip::{self, Message, ReplyHeaders, Start};
+use crate::protocol::body::{self, BodyError};
+pub use opname_model::record::{Channel, EndReason};
+use policy::{ActivePolicy, PolicyTable};
+
+pub mod policy;
+use crate::protocol::metadata::{self, Metadata};
+use crate::protocol::sdp::{self, Codec, Offer};
+use crate::protocol::sip::{self, Message, ReplyHeaders, Start};
 
 /// RFC 3261 timer values.
 const T1: Duration = Duration::from_millis(500);
@@ -47,16 +50,6 @@ pub struct Peer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CallRef(pub u64);
 
-/// Which stereo channel(s) a stream is written to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Left,
-    Right,
-    /// A mixed stream (both parties in one) goes to both channels.
-    Both,
-}
-
 /// One negotiated m-line as the media side needs it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MediaStream {
@@ -81,18 +74,6 @@ pub struct StartRecording {
     pub streams: Vec<MediaStream>,
     /// Correlation ids from SIP headers (Cisco-Guid, Session-ID, X-UCID …).
     pub correlation: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EndReason {
-    Bye,
-    NoAck,
-    MediaTimeout,
-    MediaFailed,
-    Shutdown,
-    /// The recorder process died; recovered from the spool at the next start.
-    Crashed,
 }
 
 /// What happened to a new recording session, for metrics.

@@ -10,11 +10,11 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::codec::{ALAW, CodecError, Decoder, ULAW};
-use crate::dtmf::{InBand, KeepCode};
-use crate::jitter::{JitterBuffer, Stats};
-use crate::ogg::OggOpusWriter;
-use crate::sdp::Codec;
+use crate::media::codec::{ALAW, CodecError, Decoder, ULAW};
+use crate::media::dtmf::{InBand, KeepCode};
+use crate::media::jitter::{JitterBuffer, Stats};
+use crate::media::ogg::OggOpusWriter;
+use crate::protocol::sdp::Codec;
 use crate::siprec::{Channel, MediaStream};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,25 +51,18 @@ struct StreamState {
 }
 
 /// Per-stream statistics for the record.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone)]
 pub struct StreamReport {
     pub label: Option<String>,
     pub codec: Option<&'static str>,
     pub channel: Channel,
-    #[serde(flatten)]
     pub stats: Stats,
     /// Packets from a source other than the latched one.
     pub foreign: u64,
     pub unknown_payload: u64,
 }
 
-/// A pause, in seconds from the start of the recording.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Pause {
-    pub start: f64,
-    pub end: f64,
-}
+pub use opname_model::record::Pause;
 
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -142,7 +135,7 @@ impl<W: Write> Recording<W> {
             2,
             rate,
             lookahead.min(u16::MAX as u32) as u16,
-            crate::sip::SERVER,
+            crate::protocol::sip::SERVER,
         )?;
         let frame = (rate / 50) as usize;
         let mut rec = Self {

@@ -10,7 +10,7 @@
 /// Ring capacity in samples; a power of two above the delay plus the largest packet at 16 kHz.
 const RING: usize = 1 << 14;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     pub received: u64,
     pub lost: u64,

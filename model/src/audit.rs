@@ -1,0 +1,52 @@
+//! The audit object opname writes for every deletion or release it makes itself (sweeper,
+//! erasure, hold release), stored under the layout's `audit/` prefix.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Audit {
+    /// The opname component that acted.
+    pub who: String,
+    /// The resource that asked for it (`RecordingErasure ns/name (uid …)`), when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    pub what: String,
+    /// The reason the requesting resource gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The hold released (`ns/name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
+    pub when: jiff::Timestamp,
+    /// Recording ids affected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recordings: Vec<String>,
+    /// Object keys deleted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
+    /// Recordings left alone because a hold keeps them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_held: Vec<String>,
+}
+
+impl Audit {
+    pub fn new(who: &str, what: &str, when: jiff::Timestamp) -> Self {
+        Self {
+            who: who.to_string(),
+            requested_by: None,
+            what: what.to_string(),
+            reason: None,
+            hold: None,
+            when,
+            recordings: Vec::new(),
+            deleted: Vec::new(),
+            skipped_held: Vec::new(),
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Strings and lists of strings only: serialising cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,7 @@
+//! The wire formats a SIPREC client sends, parsed without I/O: SIP messages and their framing,
+//! multipart bodies, SDP offers and answers, and RFC 7865 recording metadata.
+
+pub mod body;
+pub mod metadata;
+pub mod sdp;
+pub mod sip;
