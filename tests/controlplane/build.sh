@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the tests' Kubernetes control plane (kube-apiserver, kube-controller-manager,
+# kube-scheduler, etcd) from the Go module proxy into $OPNAME_CONTROLPLANE, skipping binaries that
+# are already there. Test infrastructure only: the product stays Rust.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+out="${OPNAME_CONTROLPLANE:-/opt/opname-controlplane/k8s-v1.37.2-etcd-v3.6.16}"
+mkdir -p "$out"
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+kube=()
+for b in kube-apiserver kube-controller-manager kube-scheduler; do
+  [ -x "$out/$b" ] || kube+=("k8s.io/kubernetes/cmd/$b")
+done
+if [ ${#kube[@]} -gt 0 ]; then
+  echo "building ${kube[*]} into $out"
+  v=k8s.io/component-base/version
+  (cd "$here/kube" && go build -trimpath -o "$out/" \
+    -ldflags="-s -X $v.gitVersion=v1.37.2 -X $v.gitMajor=1 -X $v.gitMinor=37 -X $v.gitTreeState=clean" \
+    "${kube[@]}")
+fi
+if [ ! -x "$out/etcd" ]; then
+  echo "building etcd into $out"
+  (cd "$here/etcd" && go build -trimpath -ldflags=-s -o "$out/etcd" go.etcd.io/etcd/server/v3)
+fi
