@@ -157,9 +157,19 @@ impl Layout {
         Path::from(self.join(EXPORTS))
     }
 
+    /// `{prefix}/exports/`: what the archives' lifecycle rule expires.
+    pub fn exports_prefix(&self) -> String {
+        self.join(&format!("{EXPORTS}/"))
+    }
+
     /// Where one BulkExport's parts live: `{prefix}/exports/{ns}/{name}`.
     pub fn export_dir(&self, namespace: &str, name: &str) -> String {
         self.join(&format!("{EXPORTS}/{namespace}/{name}"))
+    }
+
+    /// A file of BulkExport `name` (a part's file name, safe as a key component).
+    pub fn export_file(&self, namespace: &str, name: &str, file: &str) -> Path {
+        Path::from(format!("{}/{file}", self.export_dir(namespace, name)))
     }
 
     /// Whether `key` lies under BulkExport `name`'s own directory (links are signed for nothing

@@ -32,6 +32,7 @@ use crate::catalog::Catalog;
 use crate::crd::{BulkExport, BulkExportSpec, Notify};
 use crate::export::{party, safe_component, stamp};
 use crate::index::{self, DayIndex, IndexEntry};
+use opname_model::layout::Layout;
 
 const COOKIE: &str = "opname_token";
 /// How old an index may be before a listing refreshes it (in the background).
@@ -545,12 +546,12 @@ async fn audit(
 ) -> Result<(), ApiError> {
     let now = jiff::Timestamp::now();
     tracing::info!(target: "opname::audit", user = %who.user, action, namespace = ns, recording = %e.id, from, "recording accessed");
-    let stem = e.record.trim_end_matches(".json");
-    let key = Path::from(format!(
-        "{stem}.access/{}-{action}-{}.json",
+    let key = Layout::access(
+        &e.record,
         now.as_millisecond(),
-        safe_component(&who.user)
-    ));
+        action,
+        &safe_component(&who.user),
+    );
     let body = serde_json::json!({
         "who": who.user, "groups": who.groups, "action": action, "namespace": ns,
         "recording": e.id, "when": now, "from": from,

@@ -13,14 +13,18 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use serde::{Deserialize, Serialize};
+use opname_model::audit::Audit;
+use opname_model::layout::{self, Layout, Object};
+use opname_model::record::{Record, RecordError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error(transparent)]
     Store(#[from] object_store::Error),
-    #[error("record {0}: {1}")]
-    Record(String, serde_json::Error),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("listing index: {0}")]
+    Index(#[from] serde_json::Error),
 }
 
 /// One recording as found in the store.
@@ -36,67 +40,17 @@ pub struct Entry {
     pub held_by: Vec<String>,
 }
 
-impl Entry {
-    /// `yyyy/mm/dd` of the recording (the directory above its objects).
-    pub fn day(&self) -> String {
-        let parts: Vec<&str> = self.record.as_ref().split('/').collect();
-        let n = parts.len();
-        if n < 4 {
-            return String::new();
-        }
-        parts[n - 4..n - 1].join("/")
-    }
-}
-
-/// The fields of a recording's JSON record that listing, matching and export read.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Summary {
-    pub id: String,
-    pub namespace: String,
-    pub user: String,
-    pub matched_identity: String,
-    pub participants: Vec<Participant>,
-    pub start: Option<jiff::Timestamp>,
-    pub end: Option<jiff::Timestamp>,
-    pub duration_seconds: f64,
-    pub complete: bool,
-    pub retention_days: u32,
-    pub retain_until: Option<jiff::Timestamp>,
-    pub audio: AudioSummary,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Participant {
-    pub aor: Option<String>,
-    pub name: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(default, rename_all = "camelCase")]
-pub struct AudioSummary {
-    pub size: u64,
-    pub sha256: String,
-}
-
-impl Summary {
-    pub fn parse(key: &str, bytes: &[u8]) -> Result<Self, CatalogError> {
-        serde_json::from_slice(bytes).map_err(|e| CatalogError::Record(key.to_string(), e))
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Catalog {
     store: Arc<dyn ObjectStore>,
-    root: String,
+    layout: Layout,
 }
 
 impl Catalog {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
         Self {
             store,
-            root: prefix.trim_matches('/').to_string(),
+            layout: Layout::new(prefix),
         }
     }
 
@@ -104,16 +58,12 @@ impl Catalog {
         &self.store
     }
 
-    /// `{prefix}/{rest}` (or `rest` without a prefix).
-    pub fn key(&self, rest: &str) -> String {
-        under(&self.root, rest)
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
-    async fn dirs(&self, under: &str) -> Result<Vec<String>, CatalogError> {
-        let listed = self
-            .store
-            .list_with_delimiter(Some(&Path::from(under)))
-            .await?;
+    async fn dirs(&self, under: &Path) -> Result<Vec<String>, CatalogError> {
+        let listed = self.store.list_with_delimiter(Some(under)).await?;
         Ok(listed
             .common_prefixes
             .iter()
@@ -124,36 +74,29 @@ impl Catalog {
     /// The retention classes present in the store.
     pub async fn classes(&self) -> Result<Vec<u32>, CatalogError> {
         Ok(self
-            .dirs(&self.root)
+            .dirs(&self.layout.root())
             .await?
             .iter()
-            .filter_map(|d| d.strip_prefix('r')?.parse().ok())
+            .filter_map(|d| Layout::class_of_dir(d))
             .collect())
+    }
+
+    /// The namespaces that have recordings in one class.
+    pub async fn namespaces_in(&self, class: u32) -> Result<Vec<String>, CatalogError> {
+        self.dirs(&self.layout.class_dir(class)).await
     }
 
     /// The holds that keep copies in a namespace.
     pub async fn holds(&self, ns: &str) -> Result<Vec<String>, CatalogError> {
-        self.dirs(&self.key(&format!("held/{ns}"))).await
-    }
-
-    /// Where hold `hold` keeps its copy of a recording stored at `key`.
-    pub fn held_key(&self, ns: &str, hold: &str, day: &str, file: &str) -> Path {
-        Path::from(self.key(&format!("held/{ns}/{hold}/{day}/{file}")))
+        self.dirs(&self.layout.held_namespace(ns)).await
     }
 
     /// A namespace's recordings whose date starts with `period` (`""`, `yyyy`, `yyyy/mm` or
     /// `yyyy/mm/dd`) in every class and hold: complete pairs only, one entry per id, in id order.
     pub async fn list(&self, ns: &str, period: &str) -> Result<Vec<Entry>, CatalogError> {
-        let sub = |base: String| {
-            if period.is_empty() {
-                base
-            } else {
-                format!("{base}/{period}")
-            }
-        };
         let mut out: BTreeMap<String, Entry> = BTreeMap::new();
         for class in self.classes().await? {
-            let under = sub(self.key(&format!("r{class}/{ns}")));
+            let under = self.layout.class_period(class, ns, period);
             for e in self.pairs(&under).await? {
                 out.insert(
                     e.id.clone(),
@@ -165,7 +108,7 @@ impl Catalog {
             }
         }
         for hold in self.holds(ns).await? {
-            let under = sub(self.key(&format!("held/{ns}/{hold}")));
+            let under = self.layout.held_period(ns, &hold, period);
             for e in self.pairs(&under).await? {
                 out.entry(e.id.clone())
                     .or_insert(Entry { class: None, ..e })
@@ -178,25 +121,28 @@ impl Catalog {
 
     /// The `.opus`/`.json` pairs under a prefix; a lone audio object is an upload in progress
     /// (the record is written last) and a lone record one whose audio is being deleted.
-    async fn pairs(&self, under: &str) -> Result<Vec<Entry>, CatalogError> {
+    async fn pairs(&self, under: &Path) -> Result<Vec<Entry>, CatalogError> {
         let mut audio: BTreeMap<String, (Path, u64)> = BTreeMap::new();
         let mut records: BTreeMap<String, Path> = BTreeMap::new();
-        let mut listing = self.store.list(Some(&Path::from(under)));
+        let mut listing = self.store.list(Some(under));
         while let Some(meta) = listing.try_next().await? {
             let key = meta.location.to_string();
-            if let Some(stem) = key.strip_suffix(".opus") {
-                audio.insert(stem.to_string(), (meta.location, meta.size));
-            } else if let Some(stem) = key.strip_suffix(".json") {
-                records.insert(stem.to_string(), meta.location);
+            match layout::split_object(&key) {
+                Some((stem, Object::Audio)) => {
+                    audio.insert(stem.to_string(), (meta.location, meta.size));
+                }
+                Some((stem, Object::Record)) => {
+                    records.insert(stem.to_string(), meta.location);
+                }
+                None => {}
             }
         }
         Ok(records
             .into_iter()
             .filter_map(|(stem, record)| {
                 let (audio, audio_size) = audio.remove(&stem)?;
-                let id = stem.rsplit('/').next()?.to_string();
                 Some(Entry {
-                    id,
+                    id: layout::id_of_stem(&stem).to_string(),
                     class: None,
                     record,
                     audio,
@@ -210,59 +156,32 @@ impl Catalog {
     /// How many recordings a hold keeps (complete pairs in its area).
     pub async fn held_count(&self, ns: &str, hold: &str) -> Result<usize, CatalogError> {
         Ok(self
-            .pairs(&self.key(&format!("held/{ns}/{hold}")))
+            .pairs(&self.layout.held_period(ns, hold, ""))
             .await?
             .len())
     }
 
-    pub async fn summary(&self, entry: &Entry) -> Result<Summary, CatalogError> {
+    /// The stored record of a recording.
+    pub async fn record(&self, entry: &Entry) -> Result<Record, CatalogError> {
         let bytes = self.store.get(&entry.record).await?.bytes().await?;
-        Summary::parse(entry.record.as_ref(), &bytes)
+        Ok(Record::parse(entry.record.as_ref(), &bytes)?)
     }
 
-    /// Writes an audit object (who, what, when) for deletions opname makes itself.
-    pub async fn audit(
-        &self,
-        now: jiff::Timestamp,
-        name: &str,
-        body: &serde_json::Value,
-    ) -> Result<Path, CatalogError> {
-        Ok(write_audit(self.store.as_ref(), &self.root, now, name, body).await?)
+    /// Writes an audit object for deletions opname makes itself.
+    pub async fn audit(&self, name: &str, audit: &Audit) -> Result<Path, CatalogError> {
+        Ok(write_audit(self.store.as_ref(), &self.layout, name, audit).await?)
     }
 }
 
-/// `{prefix}/{rest}` (or `rest` without a prefix).
-pub fn under(prefix: &str, rest: &str) -> String {
-    let root = prefix.trim_matches('/');
-    if root.is_empty() {
-        rest.to_string()
-    } else {
-        format!("{root}/{rest}")
-    }
-}
-
-/// Writes `{prefix}/audit/yyyy/mm/dd/{millis}-{name}.json`.
+/// Writes an audit object where the layout puts it, stamped with the audit's time.
 pub async fn write_audit(
     store: &dyn ObjectStore,
-    prefix: &str,
-    now: jiff::Timestamp,
+    layout: &Layout,
     name: &str,
-    body: &serde_json::Value,
+    audit: &Audit,
 ) -> Result<Path, object_store::Error> {
-    let day = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let key = Path::from(under(
-        prefix,
-        &format!(
-            "audit/{:04}/{:02}/{:02}/{}-{name}.json",
-            day.year(),
-            day.month(),
-            day.day(),
-            now.as_millisecond()
-        ),
-    ));
-    store
-        .put(&key, body.to_string().into_bytes().into())
-        .await?;
+    let key = layout.audit(audit.when, name);
+    store.put(&key, audit.to_json().into()).await?;
     Ok(key)
 }
 
@@ -271,6 +190,29 @@ pub async fn delete(store: &dyn ObjectStore, key: &Path) -> Result<(), object_st
     match store.delete(key).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Records for the operator's unit tests: only what matching and listing read is set.
+#[cfg(test)]
+pub mod fixtures {
+    use opname_model::record::Record;
+
+    pub fn record(user: &str, start: &str, aors: &[&str]) -> Record {
+        let participants: Vec<serde_json::Value> = aors
+            .iter()
+            .map(|a| serde_json::json!({ "aor": a }))
+            .collect();
+        let json = serde_json::json!({
+            "schema": 1, "id": "x", "namespace": "acme", "user": user, "policy": user,
+            "mode": "Always", "matchedIdentity": "", "participants": participants,
+            "start": start, "end": start, "durationSeconds": 0.0,
+            "audio": {"key": "k", "contentType": "audio/ogg", "size": 0, "sha256": "",
+                      "sampleRate": 8000, "channels": 2},
+            "retentionDays": 1, "retainUntil": start, "complete": true, "endReason": "bye",
+            "recorder": "test",
+        });
+        Record::parse("fixture", json.to_string().as_bytes()).expect("fixture record")
     }
 }
 
@@ -318,7 +260,10 @@ mod tests {
         assert_eq!(month[0].class, Some(7));
         assert_eq!(month[0].held_by, ["case-1"]);
         assert_eq!(month[0].record.as_ref(), "rec/r7/acme/2026/11/01/a.json");
-        assert_eq!(month[0].day(), "2026/11/01");
+        assert_eq!(
+            layout::day_of(&month[0].record).as_deref(),
+            Some("2026/11/01")
+        );
         assert_eq!(month[2].class, None, "only the held copy is left");
         assert_eq!(catalog.list("acme", "").await.unwrap().len(), 4);
     }

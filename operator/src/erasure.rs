@@ -11,7 +11,10 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use opname_model::identity::normalize;
 
-use crate::catalog::{self, Summary};
+use opname_model::audit::Audit;
+use opname_model::record::Record;
+
+use crate::catalog;
 use crate::crd::{ErasurePhase, RecordingErasure, RecordingErasureSpec, RecordingErasureStatus};
 use crate::requests::{Context, Error};
 
@@ -19,7 +22,7 @@ use crate::requests::{Context, Error};
 const STATUS_LIST_MAX: usize = 1000;
 
 /// Whether an erasure covers a recording (`summary` is needed for identity erasures only).
-pub fn matches(spec: &RecordingErasureSpec, id: &str, summary: Option<&Summary>) -> bool {
+pub fn matches(spec: &RecordingErasureSpec, id: &str, summary: Option<&Record>) -> bool {
     if let Some(ids) = &spec.recording_ids {
         return ids.iter().any(|i| i == id);
     }
@@ -80,7 +83,7 @@ pub async fn reconcile(erasure: Arc<RecordingErasure>, ctx: Arc<Context>) -> Res
     let mut deleted_ids = Vec::new();
     for entry in ctx.catalog.list(&ns, "").await? {
         let summary = match spec.identity {
-            Some(_) => Some(ctx.catalog.summary(&entry).await?),
+            Some(_) => Some(ctx.catalog.record(&entry).await?),
             None => None,
         };
         if !matches(spec, &entry.id, summary.as_ref()) {
@@ -108,22 +111,24 @@ pub async fn reconcile(erasure: Arc<RecordingErasure>, ctx: Arc<Context>) -> Res
         deleted_ids.push(entry.id);
     }
     let now = jiff::Timestamp::now();
+    let audit = Audit {
+        requested_by: Some(format!(
+            "RecordingErasure {ns}/{name} (uid {})",
+            erasure.uid().unwrap_or_default()
+        )),
+        reason: Some(spec.reason.clone()),
+        recordings: deleted_ids,
+        deleted: deleted_keys,
+        skipped_held: status.skipped_held.clone(),
+        ..Audit::new(
+            "opname-operator",
+            "erased on request before the end of retention",
+            now,
+        )
+    };
     let audit = ctx
         .catalog
-        .audit(
-            now,
-            &format!("erasure-{ns}-{name}"),
-            &serde_json::json!({
-                "who": "opname-operator",
-                "requestedBy": format!("RecordingErasure {ns}/{name} (uid {})", erasure.uid().unwrap_or_default()),
-                "what": "erased on request before the end of retention",
-                "reason": spec.reason,
-                "when": now,
-                "recordings": deleted_ids,
-                "deleted": deleted_keys,
-                "skippedHeld": status.skipped_held,
-            }),
-        )
+        .audit(&format!("erasure-{ns}-{name}"), &audit)
         .await?;
     if status.deleted_count > 0 {
         crate::index::invalidate(&ctx.catalog, &ns).await;
@@ -149,7 +154,6 @@ pub async fn reconcile(erasure: Arc<RecordingErasure>, ctx: Arc<Context>) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Participant;
 
     fn by_identity(identity: &str) -> RecordingErasureSpec {
         RecordingErasureSpec {
@@ -159,18 +163,8 @@ mod tests {
         }
     }
 
-    fn call(user: &str, aors: &[&str]) -> Summary {
-        Summary {
-            user: user.into(),
-            participants: aors
-                .iter()
-                .map(|a| Participant {
-                    aor: Some(a.to_string()),
-                    name: None,
-                })
-                .collect(),
-            ..Default::default()
-        }
+    fn call(user: &str, aors: &[&str]) -> Record {
+        crate::catalog::fixtures::record(user, "2026-11-01T10:00:00Z", aors)
     }
 
     #[test]

@@ -18,7 +18,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 
-use crate::catalog::{self, Catalog, CatalogError, Entry, Summary};
+use opname_model::layout::month_path;
+use opname_model::record::Record;
+
+use crate::catalog::{self, Catalog, CatalogError, Entry};
 
 /// Upload chunk (S3's minimum part size, so memory stays small) and how many may be in flight.
 const CHUNK: usize = 5 << 20;
@@ -97,21 +100,18 @@ pub struct Progress {
     pub bytes_total: u64,
 }
 
-/// Where an export's parts live: `{prefix}/exports/{ns}/{name}/`, outside the retention classes,
-/// under the archives' own lifecycle rule.
-pub fn dir(catalog: &Catalog, ns: &str, name: &str) -> String {
-    catalog.key(&format!("exports/{ns}/{name}"))
-}
-
 /// `2026-11` → `2026/11`.
 fn period(month: &str) -> Result<String, ExportError> {
     let bad = || ExportError::Month(month.to_string());
     let (y, m) = month.split_once('-').ok_or_else(bad)?;
     let (y, m): (u16, u8) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if y > 9999 {
+        return Err(bad());
+    }
     if !(1..=12).contains(&m) {
         return Err(bad());
     }
-    Ok(format!("{y:04}/{m:02}"))
+    Ok(month_path(y as i16, m as i8))
 }
 
 /// A path component every common file system accepts: no separators, reserved characters,
@@ -162,8 +162,8 @@ pub fn stamp(start: Option<jiff::Timestamp>) -> (String, String) {
     })
 }
 
-fn row(entry: &Entry, s: &Summary) -> Row {
-    let (day, time) = stamp(s.start);
+fn row(entry: &Entry, s: &Record) -> Row {
+    let (day, time) = stamp(Some(s.start));
     let from = party(s.participants.first().and_then(|p| p.aor.as_deref()));
     let to = party(s.participants.get(1).and_then(|p| p.aor.as_deref()));
     Row {
@@ -174,8 +174,8 @@ fn row(entry: &Entry, s: &Summary) -> Row {
         ),
         id: entry.id.clone(),
         user: s.user.clone(),
-        start: s.start,
-        end: s.end,
+        start: Some(s.start),
+        end: Some(s.end),
         duration_seconds: s.duration_seconds,
         from,
         to,
@@ -388,7 +388,7 @@ pub async fn run(
     let period = period(&req.month)?;
     let entries = catalog.list(&req.namespace, &period).await?;
     let mut rows: Vec<Row> = futures::stream::iter(entries.iter())
-        .map(|e| async move { catalog.summary(e).await.map(|s| (e, s)) })
+        .map(|e| async move { catalog.record(e).await.map(|s| (e, s)) })
         .buffered(16)
         .try_filter_map(|(e, s)| async move {
             let wanted = req.users.as_ref().is_none_or(|u| u.contains(&s.user))
@@ -407,7 +407,6 @@ pub async fn run(
         ..Default::default()
     };
     progress(&state);
-    let dir = dir(catalog, &req.namespace, &req.name);
     let pace = Pace {
         rate: req.bytes_per_second,
         started: Instant::now(),
@@ -416,13 +415,16 @@ pub async fn run(
     let hashes = Hashes::start();
     let mut parts = Vec::new();
     for (i, range) in plan.iter().enumerate() {
-        let key = Path::from(format!(
-            "{dir}/{}-{}-part-{:03}-of-{:03}.zip",
+        let file = format!(
+            "{}-{}-part-{:03}-of-{:03}.zip",
             safe_component(&req.name),
             req.month,
             i + 1,
             plan.len()
-        ));
+        );
+        let key = catalog
+            .layout()
+            .export_file(&req.namespace, &req.name, &file);
         let sink = Sink::default();
         let mut zip = zip::ZipWriter::new_stream(sink.clone());
         let mut upload =
@@ -492,7 +494,9 @@ pub async fn run(
     // Parts of an earlier attempt that planned differently go; these are the export.
     let keep: std::collections::BTreeSet<&str> = parts.iter().map(|p| p.key.as_str()).collect();
     let listed: Vec<Path> = store
-        .list(Some(&Path::from(dir.as_str())))
+        .list(Some(&Path::from(
+            catalog.layout().export_dir(&req.namespace, &req.name),
+        )))
         .map_ok(|m| m.location)
         .try_collect()
         .await?;
@@ -506,7 +510,7 @@ pub async fn run(
 pub async fn remove(catalog: &Catalog, ns: &str, name: &str) -> Result<usize, ExportError> {
     let store = catalog.store();
     let listed: Vec<Path> = store
-        .list(Some(&Path::from(dir(catalog, ns, name))))
+        .list(Some(&Path::from(catalog.layout().export_dir(ns, name))))
         .map_ok(|m| m.location)
         .try_collect()
         .await?;

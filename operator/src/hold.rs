@@ -19,7 +19,11 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use object_store::ObjectStoreExt;
 
-use crate::catalog::{self, Catalog, Entry, Summary};
+use opname_model::audit::Audit;
+use opname_model::layout::{self, day_path, month_path};
+use opname_model::record::Record;
+
+use crate::catalog::{self, Catalog, Entry};
 use crate::crd::{RecordingHold, RecordingHoldSpec, RecordingHoldStatus};
 use crate::requests::{Context, Error};
 
@@ -34,7 +38,7 @@ pub fn needs_record(spec: &RecordingHoldSpec) -> bool {
 }
 
 /// Whether a hold covers a recording.
-pub fn matches(spec: &RecordingHoldSpec, id: &str, summary: Option<&Summary>) -> bool {
+pub fn matches(spec: &RecordingHoldSpec, id: &str, summary: Option<&Record>) -> bool {
     if let Some(ids) = &spec.recording_ids
         && !ids.iter().any(|i| i == id)
     {
@@ -49,13 +53,8 @@ pub fn matches(spec: &RecordingHoldSpec, id: &str, summary: Option<&Summary>) ->
     {
         return false;
     }
-    match s.start {
-        Some(start) => {
-            spec.from.as_ref().is_none_or(|f| start >= f.0)
-                && spec.to.as_ref().is_none_or(|t| start < t.0)
-        }
-        None => spec.from.is_none() && spec.to.is_none(),
-    }
+    spec.from.as_ref().is_none_or(|f| s.start >= f.0)
+        && spec.to.as_ref().is_none_or(|t| s.start < t.0)
 }
 
 /// What a scan lists: after a completed scan (`since`), only the days from the day before it to
@@ -79,7 +78,7 @@ pub fn periods(
         let end = spec.to.as_ref().map(date).map_or(today, |t| t.min(today));
         let mut days = Vec::new();
         while d <= end && days.len() <= 62 {
-            days.push(format!("{:04}/{:02}/{:02}", d.year(), d.month(), d.day()));
+            days.push(day_path(d));
             match d.tomorrow() {
                 Ok(next) => d = next,
                 Err(_) => break,
@@ -99,7 +98,7 @@ pub fn periods(
     );
     let mut out = Vec::new();
     while d <= end && out.len() < 1200 {
-        out.push(format!("{:04}/{:02}", d.year(), d.month()));
+        out.push(month_path(d.year(), d.month()));
         match d.checked_add(jiff::Span::new().months(1)) {
             Ok(next) => d = next,
             Err(_) => break,
@@ -115,14 +114,12 @@ pub async fn copy_in(
     hold: &str,
     entry: &Entry,
 ) -> Result<(), object_store::Error> {
-    let day = entry.day();
     let store = catalog.store();
     // Audio first, record last: a held record always has its audio, as in the recorder.
     for from in [&entry.audio, &entry.record] {
-        let file = from.filename().unwrap_or_default();
-        store
-            .copy(from, &catalog.held_key(ns, hold, &day, file))
-            .await?;
+        if let Some(to) = catalog.layout().held_copy(ns, hold, from) {
+            store.copy(from, &to).await?;
+        }
     }
     Ok(())
 }
@@ -147,7 +144,7 @@ async fn apply(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
                 continue;
             }
             let summary = match needs_record(&hold.spec) {
-                true => Some(ctx.catalog.summary(&entry).await?),
+                true => Some(ctx.catalog.record(&entry).await?),
                 false => None,
             };
             if matches(&hold.spec, &entry.id, summary.as_ref()) {
@@ -196,7 +193,7 @@ async fn release(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
     let ns = hold.namespace().unwrap_or_default();
     let name = hold.name_any();
     let store = ctx.catalog.store();
-    let under = object_store::path::Path::from(ctx.catalog.key(&format!("held/{ns}/{name}")));
+    let under = ctx.catalog.layout().held_period(&ns, &name, "");
     let mut listing = store.list(Some(&under));
     let mut deleted: BTreeSet<String> = BTreeSet::new();
     let mut keys = Vec::new();
@@ -204,26 +201,30 @@ async fn release(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
         keys.push(meta.location);
     }
     // Records first here: a copy without its record is invisible to the catalog.
-    keys.sort_by_key(|k| !k.as_ref().ends_with(".json"));
+    keys.sort_by_key(|k| {
+        !matches!(
+            layout::split_object(k.as_ref()),
+            Some((_, layout::Object::Record))
+        )
+    });
     for key in &keys {
         catalog::delete(store.as_ref(), key).await?;
-        if let Some(stem) = key.filename().and_then(|f| f.split('.').next()) {
-            deleted.insert(stem.to_string());
+        if let Some(id) = layout::id_of(key) {
+            deleted.insert(id.to_string());
         }
     }
-    ctx.catalog
-        .audit(
+    let audit = Audit {
+        hold: Some(format!("{ns}/{name}")),
+        reason: Some(hold.spec.reason.clone()),
+        recordings: deleted.iter().cloned().collect(),
+        ..Audit::new(
+            "opname-operator",
+            "legal hold released: held copies deleted, normal retention resumes",
             jiff::Timestamp::now(),
-            &format!("hold-{name}-released"),
-            &serde_json::json!({
-                "who": "opname-operator",
-                "what": "legal hold released: held copies deleted, normal retention resumes",
-                "hold": format!("{ns}/{name}"),
-                "reason": hold.spec.reason,
-                "when": jiff::Timestamp::now(),
-                "recordings": deleted,
-            }),
         )
+    };
+    ctx.catalog
+        .audit(&format!("hold-{name}-released"), &audit)
         .await?;
     crate::index::invalidate(&ctx.catalog, &ns).await;
     ctx.event(
@@ -267,12 +268,8 @@ mod tests {
         }
     }
 
-    fn summary(user: &str, start: &str) -> Summary {
-        Summary {
-            user: user.into(),
-            start: Some(start.parse().unwrap()),
-            ..Default::default()
-        }
+    fn summary(user: &str, start: &str) -> Record {
+        crate::catalog::fixtures::record(user, start, &[])
     }
 
     #[test]

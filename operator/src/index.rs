@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
+use opname_model::layout::day_path;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{self, Catalog, CatalogError};
@@ -53,12 +54,8 @@ pub struct DayIndex {
     pub entries: Vec<IndexEntry>,
 }
 
-fn day_path(day: jiff::civil::Date) -> String {
-    format!("{:04}/{:02}/{:02}", day.year(), day.month(), day.day())
-}
-
 fn key(catalog: &Catalog, ns: &str, day: jiff::civil::Date) -> Path {
-    Path::from(catalog.key(&format!("index/{ns}/{}.json", day_path(day))))
+    catalog.layout().index(ns, day)
 }
 
 /// The stored index of a day, if one was built.
@@ -97,23 +94,24 @@ pub async fn build(
             async move {
                 let held_audio = e.held_by.first().map(|hold| {
                     catalog
-                        .held_key(ns, hold, &e.day(), e.audio.filename().unwrap_or_default())
-                        .to_string()
+                        .layout()
+                        .held_copy(ns, hold, &e.audio)
+                        .map_or_else(String::new, |k| k.to_string())
                 });
                 if let Some(old) = old {
                     return Ok(IndexEntry { held_audio, ..old });
                 }
-                let s = catalog.summary(&e).await?;
+                let s = catalog.record(&e).await?;
                 Ok::<_, CatalogError>(IndexEntry {
                     id: e.id.clone(),
+                    parties: s.parties(),
                     user: s.user,
-                    start: s.start,
+                    start: Some(s.start),
                     duration_seconds: s.duration_seconds,
-                    parties: s.participants.into_iter().filter_map(|p| p.aor).collect(),
                     complete: s.complete,
                     size: e.audio_size,
                     retention_days: s.retention_days,
-                    retain_until: s.retain_until,
+                    retain_until: Some(s.retain_until),
                     record: e.record.to_string(),
                     audio: e.audio.to_string(),
                     held_audio,
@@ -127,7 +125,7 @@ pub async fn build(
         built: Some(jiff::Timestamp::now()),
         entries,
     };
-    let body = serde_json::to_vec(&index).map_err(|e| CatalogError::Record(String::new(), e))?;
+    let body = serde_json::to_vec(&index)?;
     catalog
         .store()
         .put(&key(catalog, ns, day), body.into())
@@ -139,14 +137,7 @@ pub async fn build(
 pub async fn namespaces(catalog: &Catalog) -> Result<Vec<String>, CatalogError> {
     let mut out = Vec::new();
     for class in catalog.classes().await? {
-        let under = Path::from(catalog.key(&format!("r{class}")));
-        let listed = catalog.store().list_with_delimiter(Some(&under)).await?;
-        out.extend(
-            listed
-                .common_prefixes
-                .iter()
-                .filter_map(|p| p.filename().map(str::to_string)),
-        );
+        out.extend(catalog.namespaces_in(class).await?);
     }
     out.sort();
     out.dedup();
@@ -156,7 +147,7 @@ pub async fn namespaces(catalog: &Catalog) -> Result<Vec<String>, CatalogError> 
 /// Drops a namespace's indexes after recordings were erased, held or released; the next listing
 /// rebuilds them from the store.
 pub async fn invalidate(catalog: &Catalog, ns: &str) {
-    let under = Path::from(catalog.key(&format!("index/{ns}")));
+    let under = catalog.layout().index_namespace(ns);
     let store = catalog.store();
     let result: Result<(), object_store::Error> = async {
         let keys: Vec<Path> = store
@@ -182,19 +173,24 @@ mod tests {
     use std::sync::Arc;
 
     async fn put_recording(store: &InMemory, class: u32, id: &str, user: &str) {
-        let dir = format!("rec/r{class}/acme/2026/11/02/{id}");
+        let keys = opname_model::layout::Layout::new("rec").recording(
+            class,
+            "acme",
+            jiff::civil::date(2026, 11, 2),
+            id,
+        );
         store
-            .put(&Path::from(format!("{dir}.opus")), b"ogg".to_vec().into())
+            .put(&keys.audio, b"ogg".to_vec().into())
             .await
             .unwrap();
-        let record = serde_json::json!({"id": id, "user": user, "durationSeconds": 3.0,
-            "participants": [{"aor": "sip:a@x"}, {"aor": "sip:b@x"}], "complete": true,
-            "retentionDays": class, "retainUntil": "2030-01-01T00:00:00Z"});
+        let mut record =
+            crate::catalog::fixtures::record(user, "2026-11-02T10:00:00Z", &["sip:a@x", "sip:b@x"]);
+        record.id = id.into();
+        record.duration_seconds = 3.0;
+        record.retention_days = class;
+        record.retain_until = "2030-01-01T00:00:00Z".parse().unwrap();
         store
-            .put(
-                &Path::from(format!("{dir}.json")),
-                record.to_string().into_bytes().into(),
-            )
+            .put(&keys.record, record.to_json().into())
             .await
             .unwrap();
     }

@@ -182,7 +182,11 @@ pub async fn enforce(
     }
     let classes =
         retention::classes_to_keep(in_use, &current, |d| retired_with_objects.contains(&d));
-    let want = retention::desired(prefix, &classes, archive_days);
+    let want = retention::desired(
+        &opname_model::layout::Layout::new(prefix),
+        &classes,
+        archive_days,
+    );
     let written = match retention::plan(&current, &want) {
         Some(xml) => {
             bucket.put(xml).await?;

@@ -9,6 +9,8 @@
 
 use std::collections::BTreeSet;
 
+use opname_model::layout::{Layout, Object, split_object};
+
 /// Rule IDs opname owns; everything else in the bucket is someone else's.
 pub const RULE_PREFIX: &str = "opname-";
 const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
@@ -119,50 +121,28 @@ impl Enforcement {
     }
 }
 
-/// The key prefix of a retention class (the recorder's key layout, docs/storage.md).
-pub fn class_prefix(prefix: &str, days: u32) -> String {
-    let prefix = prefix.trim_matches('/');
-    if prefix.is_empty() {
-        format!("r{days}/")
-    } else {
-        format!("{prefix}/r{days}/")
-    }
-}
-
 /// opname's rules for these retention classes, and for export archives kept `archive_days`
 /// (0: no archive rule).
-pub fn desired(prefix: &str, classes: &BTreeSet<u32>, archive_days: u32) -> Vec<Rule> {
-    let root = prefix.trim_matches('/');
+pub fn desired(layout: &Layout, classes: &BTreeSet<u32>, archive_days: u32) -> Vec<Rule> {
     let mut rules: Vec<Rule> = classes
         .iter()
         .filter(|d| **d > 0)
         .map(|&days| Rule::Expire {
             id: format!("{RULE_PREFIX}r{days}"),
-            prefix: class_prefix(prefix, days),
+            prefix: layout.class_prefix(days),
             days,
         })
         .collect();
     if archive_days > 0 {
         rules.push(Rule::Expire {
             id: format!("{RULE_PREFIX}exports"),
-            prefix: format!(
-                "{}exports/",
-                if root.is_empty() {
-                    String::new()
-                } else {
-                    format!("{root}/")
-                }
-            ),
+            prefix: layout.exports_prefix(),
             days: archive_days,
         });
     }
     rules.push(Rule::AbortMultipart {
         id: format!("{RULE_PREFIX}abort-incomplete-uploads"),
-        prefix: if root.is_empty() {
-            String::new()
-        } else {
-            format!("{root}/")
-        },
+        prefix: layout.everything(),
         days: 1,
     });
     rules.sort();
@@ -266,17 +246,6 @@ pub fn classes_to_keep(
     keep
 }
 
-/// The retention class of a key under `prefix` (`{prefix}/r{days}/…`), if it has one.
-pub fn class_of(prefix: &str, key: &str) -> Option<u32> {
-    let root = prefix.trim_matches('/');
-    let rest = if root.is_empty() {
-        key
-    } else {
-        key.strip_prefix(root)?.strip_prefix('/')?
-    };
-    rest.strip_prefix('r')?.split('/').next()?.parse().ok()
-}
-
 /// Whether an object written at `created` has outlived `days` at `now` (the lifecycle rule's own
 /// semantics: days from creation; never earlier).
 pub fn expired(created: jiff::Timestamp, days: u32, now: jiff::Timestamp) -> bool {
@@ -288,19 +257,25 @@ pub fn expired(created: jiff::Timestamp, days: u32, now: jiff::Timestamp) -> boo
 /// The keys of one recording (`{id}.opus`, `{id}.json`) to delete, audio first so that a record
 /// never outlives its audio, or nothing while any of them is unexpired.
 pub fn sweep_recording(
-    prefix: &str,
+    layout: &Layout,
     objects: &[(String, jiff::Timestamp)],
     now: jiff::Timestamp,
 ) -> Vec<String> {
     let all_expired = !objects.is_empty()
         && objects.iter().all(|(key, created)| {
-            class_of(prefix, key).is_some_and(|days| days > 0 && expired(*created, days, now))
+            layout
+                .class_of(key)
+                .is_some_and(|days| days > 0 && expired(*created, days, now))
         });
     if !all_expired {
         return Vec::new();
     }
     let mut keys: Vec<String> = objects.iter().map(|(k, _)| k.clone()).collect();
-    keys.sort_by_key(|k| (k.ends_with(".json"), k.clone()));
+    // Audio first: a record never outlives its audio.
+    keys.sort_by_key(|k| {
+        let record = matches!(split_object(k), Some((_, Object::Record)));
+        (record, k.clone())
+    });
     keys
 }
 
@@ -320,7 +295,7 @@ mod tests {
 
     #[test]
     fn one_rule_per_class_on_its_prefix_plus_multipart_abort() {
-        let rules = desired("/recordings/", &set(&[90, 30, 30]), 0);
+        let rules = desired(&Layout::new("/recordings/"), &set(&[90, 30, 30]), 0);
         assert_eq!(
             rules,
             [
@@ -342,7 +317,7 @@ mod tests {
             ]
         );
         assert!(
-            desired("", &set(&[0]), 0)
+            desired(&Layout::new(""), &set(&[0]), 0)
                 .iter()
                 .all(|r| matches!(r, Rule::AbortMultipart { .. })),
             "a 0-day class never deletes everything now"
@@ -354,7 +329,7 @@ mod tests {
         let current = parse(FOREIGN).unwrap();
         assert_eq!(current.foreign.len(), 1);
         assert!(current.foreign[0].contains("<ID>logs-cleanup</ID>"));
-        let want = desired("recordings", &set(&[30, 90]), 14);
+        let want = desired(&Layout::new("recordings"), &set(&[30, 90]), 14);
         let body = plan(&current, &want).expect("r90 and the abort rule are missing");
         let written = parse(&body).unwrap();
         assert_eq!(
@@ -375,7 +350,7 @@ mod tests {
         let current = parse(
             &plan(
                 &Configuration::default(),
-                &desired("rec", &set(&[7, 30]), 0),
+                &desired(&Layout::new("rec"), &set(&[7, 30]), 0),
             )
             .unwrap(),
         )
@@ -388,17 +363,6 @@ mod tests {
             classes_to_keep(&set(&[30]), &current, |_| false),
             set(&[30])
         );
-    }
-
-    #[test]
-    fn classes_of_keys() {
-        assert_eq!(
-            class_of("recordings", "recordings/r30/acme/2026/11/28/x.opus"),
-            Some(30)
-        );
-        assert_eq!(class_of("", "r7/acme/x.json"), Some(7));
-        assert_eq!(class_of("recordings", "recordings/audit/x.json"), None);
-        assert_eq!(class_of("recordings", "other/r30/x"), None);
     }
 
     proptest::proptest! {
@@ -414,11 +378,12 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, age)| {
-                    let ext = if i == 0 { "opus" } else { "json" };
-                    (format!("rec/r{class}/acme/2026/01/01/id.{ext}"), now.checked_sub(jiff::SignedDuration::from_secs(*age)).unwrap())
+                    let keys = Layout::new("rec").recording(class, "acme", jiff::civil::date(2026, 1, 1), "id");
+                    let key = if i == 0 { keys.audio } else { keys.record };
+                    (key.to_string(), now.checked_sub(jiff::SignedDuration::from_secs(*age)).unwrap())
                 })
                 .collect();
-            let planned = sweep_recording("rec", &objects, now);
+            let planned = sweep_recording(&Layout::new("rec"), &objects, now);
             let limit = class as i64 * 86_400;
             let all_expired = ages.iter().all(|a| *a >= limit);
             proptest::prop_assert_eq!(!planned.is_empty(), all_expired);

@@ -12,6 +12,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
+use opname_model::audit::Audit;
+use opname_model::layout::{self, Layout, Object};
 
 use crate::settings::StoreSettings;
 use crate::{catalog, retention};
@@ -50,14 +52,14 @@ pub async fn sweep(
     per_second: u32,
     archive_days: u32,
 ) -> Result<SweepReport, SweepError> {
-    let root = prefix.trim_matches('/');
-    let classes = store.list_with_delimiter(Some(&Path::from(root))).await?;
+    let layout = Layout::new(prefix);
+    let classes = store.list_with_delimiter(Some(&layout.root())).await?;
     let pause = Duration::from_secs(1) / per_second.max(1);
     let mut report = SweepReport::default();
     for class in classes
         .common_prefixes
         .iter()
-        .filter(|p| retention::class_of(prefix, &format!("{p}/")).is_some())
+        .filter(|p| p.filename().and_then(Layout::class_of_dir).is_some())
     {
         let mut listing = store.list(Some(class));
         while let Some(meta) = listing.next().await {
@@ -65,32 +67,27 @@ pub async fn sweep(
             let key = meta.location.to_string();
             let created = jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
                 .unwrap_or(now);
-            let Some(stem) = key
-                .strip_suffix(".json")
-                .or_else(|| key.strip_suffix(".opus"))
-            else {
+            let Some((stem, object)) = layout::split_object(&key) else {
                 continue;
             };
-            let audio = format!("{stem}.opus");
-            let record = format!("{stem}.json");
+            let (audio, record) = (layout::audio_of(stem), layout::record_of(stem));
             let mut objects = vec![(key.clone(), created)];
-            if key.ends_with(".json") {
-                if let Ok(a) = store.head(&Path::from(audio.as_str())).await {
+            if object == Object::Record {
+                if let Ok(a) = store.head(&audio).await {
                     objects.push((
-                        audio,
+                        audio.to_string(),
                         jiff::Timestamp::from_millisecond(a.last_modified.timestamp_millis())
                             .unwrap_or(now),
                     ));
                 }
-            } else if store.head(&Path::from(record.as_str())).await.is_ok()
-                || store.head(&meta.location).await.is_err()
+            } else if store.head(&record).await.is_ok() || store.head(&meta.location).await.is_err()
             {
                 // The record's turn deletes both, audio first (or already did: the listing is
                 // older than the deletion).
                 continue;
             }
             let sizes: u64 = meta.size;
-            let planned = retention::sweep_recording(prefix, &objects, now);
+            let planned = retention::sweep_recording(&layout, &objects, now);
             for k in &planned {
                 catalog::delete(store, &Path::from(k.as_str())).await?;
                 report.deleted.push(k.clone());
@@ -102,7 +99,7 @@ pub async fn sweep(
         }
     }
     if archive_days > 0 {
-        let mut listing = store.list(Some(&Path::from(catalog::under(prefix, "exports"))));
+        let mut listing = store.list(Some(&layout.exports()));
         while let Some(meta) = listing.next().await {
             let meta = meta?;
             let created = jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
@@ -116,13 +113,15 @@ pub async fn sweep(
         }
     }
     if !report.deleted.is_empty() {
-        let audit = serde_json::json!({
-            "who": "opname-operator retention sweeper",
-            "when": now,
-            "what": "deleted: retention period over",
-            "deleted": report.deleted,
-        });
-        catalog::write_audit(store, prefix, now, "sweeper", &audit).await?;
+        let audit = Audit {
+            deleted: report.deleted.clone(),
+            ..Audit::new(
+                "opname-operator retention sweeper",
+                "deleted: retention period over",
+                now,
+            )
+        };
+        catalog::write_audit(store, &layout, "sweeper", &audit).await?;
     }
     Ok(report)
 }
@@ -150,8 +149,8 @@ mod tests {
                 let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
                 let catalog = Catalog::new(store.clone(), "rec");
                 for (i, (class, _)) in recordings.iter().enumerate() {
-                    for ext in ["opus", "json"] {
-                        let key = Path::from(format!("rec/r{class}/acme/2026/01/01/id{i}.{ext}"));
+                    let keys = Layout::new("rec").recording(*class, "acme", jiff::civil::date(2026, 1, 1), &format!("id{i}"));
+                    for key in [keys.audio, keys.record] {
                         store.put(&key, PutPayload::from_static(b"x")).await.unwrap();
                     }
                 }
