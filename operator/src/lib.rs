@@ -1,24 +1,21 @@
-//! opname-operator: `RecordingPolicy` resources in, a recorder fleet per namespace out.
+//! opname-operator: one binary, one room per role (ARCHITECTURE.md).
 //!
-//! `crd` defines the resources, `settings` the operator's configuration, `fleet` the pure
-//! desired state, `controller` the thin layer that applies it.
+//! - [`crd`]: the resources (`RecordingPolicy`, `RecordingHold`, `RecordingErasure`, `BulkExport`);
+//! - [`kube`]: how the operator writes to the API server (field manager, Events);
+//! - [`fleet`]: policies → a recorder fleet per namespace, as a pure plan applied by a thin layer;
+//! - [`retention`]: lifecycle rules or the sweeper, and the loops that keep them in force;
+//! - [`archive`]: what is stored — the catalog, listing indexes, legal holds and erasures;
+//! - [`export`]: BulkExport — its controller and Job, the ZIP parts, links and e-mail;
+//! - [`recordings`]: the recordings web service (API, page, access reviews, audit of plays);
+//! - [`settings`], [`metrics`], [`store`]: the configuration, metrics and store client all share.
 
-pub mod access;
-pub mod browser;
-pub mod bulkexport;
-pub mod catalog;
-pub mod controller;
+pub mod archive;
 pub mod crd;
-pub mod erasure;
 pub mod export;
 pub mod fleet;
-pub mod hold;
-pub mod index;
-pub mod lifecycle;
-pub mod links;
+pub mod kube;
 pub mod metrics;
-pub mod notify;
-pub mod requests;
+pub mod recordings;
 pub mod retention;
 pub mod settings;
-pub mod sweeper;
+pub mod store;

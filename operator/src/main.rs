@@ -5,8 +5,9 @@ use std::sync::atomic::Ordering;
 use clap::{Parser, Subcommand};
 use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
+use opname_operator::fleet::controller;
 use opname_operator::settings::Settings;
-use opname_operator::{controller, crd, fleet, metrics, requests};
+use opname_operator::{archive, crd, export, fleet, metrics};
 
 #[derive(Parser)]
 #[command(
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
                     .build()
                     .map_err(|e| e.to_string())
                     .and_then(|rt| {
-                        rt.block_on(opname_operator::bulkexport::run_job(
+                        rt.block_on(opname_operator::export::controller::run_job(
                             &settings, &namespace, &name,
                         ))
                     })
@@ -253,7 +254,14 @@ async fn run(
             metrics.clone(),
             stop.clone()
         ),
-        requests::run(client, settings, metrics, stop),
+        async {
+            if let Some(ctx) = archive::context(&client, settings, metrics) {
+                tokio::join!(
+                    archive::run(ctx.clone(), stop.clone()),
+                    export::controller::run(ctx, stop),
+                );
+            }
+        },
     );
     drop(leading);
     // Closing the channel makes the lease task release the lease for the next replica.
@@ -270,11 +278,11 @@ async fn recordings(
     let client = Client::try_default()
         .await
         .map_err(|e| format!("Kubernetes client: {e}"))?;
-    let store = opname_operator::sweeper::open_store(&settings.store).map_err(|e| e.to_string())?;
-    let catalog = opname_operator::catalog::Catalog::new(store, &settings.store.prefix);
-    let svc = opname_operator::browser::Service::new(catalog, client, secure_cookie);
+    let store = opname_operator::store::open(&settings.store).map_err(|e| e.to_string())?;
+    let catalog = opname_operator::archive::catalog::Catalog::new(store, &settings.store.prefix);
+    let svc = opname_operator::recordings::Service::new(catalog, client, secure_cookie);
     tokio::select! {
-        r = opname_operator::browser::serve(svc, listen) => r,
+        r = opname_operator::recordings::serve(svc, listen) => r,
         _ = sigterm() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }

@@ -25,8 +25,8 @@ use object_store::{
     ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult, UploadPart,
     WriteMultipart,
 };
-use opname_operator::catalog::Catalog;
-use opname_operator::export::{self, Request};
+use opname_operator::archive::catalog::Catalog;
+use opname_operator::export::parts::{self as export, Request};
 
 const MIB: u64 = 1 << 20;
 

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use object_store::ObjectStore;
-use opname_operator::browser::{self, Service};
-use opname_operator::catalog::Catalog;
+use opname_operator::archive::catalog::Catalog;
+use opname_operator::recordings::{self, Service};
 use opname_tests::apiserver::ApiServer;
 
 const COUNT: u32 = 10_000;
@@ -31,7 +31,7 @@ async fn serve(catalog: Catalog, client: kube::Client) -> String {
     tokio::spawn(async move {
         axum::serve(
             listener,
-            browser::router(svc).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            recordings::router(svc).into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .await
     });
@@ -119,7 +119,7 @@ fn main() {
         let http = reqwest::Client::new();
         let (mut cold, mut first, mut cached) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..5 {
-            opname_operator::index::invalidate(&catalog, "acme").await;
+            opname_operator::archive::index::invalidate(&catalog, "acme").await;
             let url = serve(catalog.clone(), client.clone()).await;
             cold.push(first_page(&http, &url).await);
             let url = serve(catalog.clone(), client.clone()).await;

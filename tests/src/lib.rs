@@ -541,7 +541,7 @@ pub async fn store_keys(store: &dyn object_store::ObjectStore, under: Option<&st
 /// The local directory store at `dir/store` with prefix `recordings`, as the operator opens it.
 pub fn local_store(dir: &Path) -> (std::sync::Arc<dyn object_store::ObjectStore>, PathBuf) {
     let root = dir.join("store");
-    let store = opname_operator::sweeper::open_store(&opname_operator::settings::StoreSettings {
+    let store = opname_operator::store::open(&opname_operator::settings::StoreSettings {
         url: format!("file://{}", root.display()),
         prefix: "recordings".into(),
         credentials_secret: None,

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opname_operator::links::LinkSigner;
+use opname_operator::export::links::LinkSigner;
 use opname_operator::settings::StoreSettings;
 use opname_tests::apiserver::ApiServer;
 use opname_tests::garage::Garage;
@@ -62,7 +62,7 @@ async fn export_job_links_email_gate_and_cancel() {
         credentials_secret: None,
         env: garage.env().into_iter().collect(),
     };
-    let store = opname_operator::sweeper::open_store(&store_settings).unwrap();
+    let store = opname_operator::store::open(&store_settings).unwrap();
     // October: 45 recordings of alice (kept a year) and 10 of carol (kept 30 days).
     let start: jiff::Timestamp = "2026-10-05T08:00:00Z".parse().unwrap();
     let mut alice = HashMap::new();

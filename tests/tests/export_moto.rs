@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 
 use object_store::ObjectStoreExt;
-use opname_operator::catalog::Catalog;
-use opname_operator::export::{self, Request};
+use opname_operator::archive::catalog::Catalog;
+use opname_operator::export::parts::{self as export, Request};
 use opname_tests::s3::Moto;
 use opname_tests::{Synthetic, workspace};
 use serde_json::Value;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use opname_operator::catalog::Catalog;
-use opname_operator::hold::copy_in;
-use opname_operator::lifecycle::{Bucket, enforce};
+use opname_operator::archive::catalog::Catalog;
+use opname_operator::archive::hold::copy_in;
+use opname_operator::retention::lifecycle::{Bucket, enforce};
 use opname_operator::settings::StoreSettings;
 use opname_tests::garage::Garage;
 use opname_tests::wait_until;

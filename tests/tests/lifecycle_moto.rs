@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use object_store::ObjectStoreExt;
-use opname_operator::lifecycle::{Bucket, enforce};
-use opname_operator::retention::Rule;
+use opname_operator::retention::lifecycle::{Bucket, enforce};
+use opname_operator::retention::rules::Rule;
 use opname_operator::settings::StoreSettings;
 use opname_tests::s3::Moto;
 

@@ -102,7 +102,7 @@ async fn hold_erasure_and_release() {
     );
     assert_eq!(
         get(&server, "recordingholds", "case-1")["metadata"]["finalizers"],
-        json!([opname_operator::hold::FINALIZER])
+        json!([opname_operator::archive::hold::FINALIZER])
     );
     assert!(!events(&server, "Held").is_empty());
 
@@ -171,7 +171,7 @@ async fn hold_erasure_and_release() {
     let later = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_hours(72))
         .unwrap();
-    opname_operator::sweeper::sweep(store.as_ref(), "recordings", later, 1000, 14)
+    opname_operator::retention::sweeper::sweep(store.as_ref(), "recordings", later, 1000, 14)
         .await
         .unwrap();
     let left = keys(&store);

@@ -5,8 +5,9 @@
 
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
+use opname_operator::retention::sweeper::sweep;
 use opname_operator::settings::StoreSettings;
-use opname_operator::sweeper::{open_store, sweep};
+use opname_operator::store::open as open_store;
 
 #[tokio::test]
 async fn sweeps_expired_classes_only() {

@@ -454,7 +454,7 @@ fn suspended_or_deleted_policies_leave_no_fleet() {
 
 #[test]
 fn retention_enforced_only_after_verification_and_for_the_policys_class() {
-    use crate::retention::Enforcement;
+    use crate::retention::rules::Enforcement;
     let alice = policy("alice", 1, &["1001"]);
     let cond = |e: Option<&Enforcement>| {
         let p = plan("acme", std::slice::from_ref(&alice), &settings(), e, &at(0)).unwrap();

@@ -24,11 +24,9 @@ use serde::de::DeserializeOwned;
 
 use crate::crd::RecordingPolicy;
 use crate::fleet::{self, Children, NAME};
+use crate::kube::MANAGER;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-
-/// Field manager of everything the operator applies.
-pub const MANAGER: &str = "opname-operator";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,7 +45,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub store: Store<RecordingPolicy>,
     /// How retention was last verified to be enforced (by the lifecycle task or the sweeper).
-    pub retention: Arc<std::sync::RwLock<Option<crate::retention::Enforcement>>>,
+    pub retention: crate::retention::Enforced,
 }
 
 fn children_selector() -> watcher::Config {
@@ -80,21 +78,8 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let store = controller.store();
-    let retention: Arc<std::sync::RwLock<Option<crate::retention::Enforcement>>> = Arc::default();
-    if lifecycle_enabled(&settings) {
-        tokio::spawn(lifecycle_loop(
-            settings.clone(),
-            store.clone(),
-            metrics.clone(),
-            retention.clone(),
-        ));
-    } else {
-        tokio::spawn(sweeper_loop(
-            settings.clone(),
-            metrics.clone(),
-            retention.clone(),
-        ));
-    }
+    let retention = crate::retention::Enforced::default();
+    crate::retention::start(&settings, store.clone(), metrics.clone(), retention.clone());
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         store,
@@ -129,122 +114,6 @@ pub async fn run(
             }
         })
         .await;
-}
-
-fn lifecycle_enabled(settings: &Settings) -> bool {
-    settings.retention.lifecycle && settings.store.url.starts_with("s3://")
-}
-
-/// Keeps the bucket's lifecycle rules in line with the retention classes of all policies.
-async fn lifecycle_loop(
-    settings: Settings,
-    store: Store<RecordingPolicy>,
-    metrics: Arc<Metrics>,
-    enforced: Arc<std::sync::RwLock<Option<crate::retention::Enforcement>>>,
-) {
-    let bucket = match crate::lifecycle::Bucket::from_settings(&settings.store) {
-        Ok(Some(b)) => b,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::error!(error = %e, "bucket lifecycle management is off: cannot reach the bucket");
-            metrics.lifecycle_failures.inc();
-            return;
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(
-        settings.retention.interval_seconds.max(10),
-    ));
-    loop {
-        tick.tick().await;
-        let _ = store.wait_until_ready().await;
-        // Every class a policy names, suspended or not: its recordings exist.
-        let classes: std::collections::BTreeSet<u32> = store
-            .state()
-            .iter()
-            .map(|p| p.spec.retention_days)
-            .collect();
-        match crate::lifecycle::enforce(
-            &bucket,
-            &settings.store.prefix,
-            &classes,
-            settings.export.archive_days,
-        )
-        .await
-        {
-            Ok(done) => {
-                metrics.lifecycle_rules.set(done.rules.len() as i64);
-                let classes = done
-                    .rules
-                    .iter()
-                    .filter_map(crate::retention::Rule::class)
-                    .collect();
-                if let Ok(mut e) = enforced.write() {
-                    *e = Some(crate::retention::Enforcement::LifecycleRules(classes));
-                }
-                metrics
-                    .lifecycle_verified
-                    .set(jiff::Timestamp::now().as_second());
-                tracing::info!(
-                    written = done.written,
-                    rules = done.rules.len(),
-                    "bucket lifecycle rules verified"
-                );
-            }
-            Err(e) => {
-                metrics.lifecycle_failures.inc();
-                tracing::warn!(error = %e, "bucket lifecycle rules not enforced; retrying");
-            }
-        }
-    }
-}
-
-/// Retention without lifecycle rules: sweep every interval.
-async fn sweeper_loop(
-    settings: Settings,
-    metrics: Arc<Metrics>,
-    enforced: Arc<std::sync::RwLock<Option<crate::retention::Enforcement>>>,
-) {
-    let store = match crate::sweeper::open_store(&settings.store) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "retention sweeper is off: cannot open the store");
-            return;
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(
-        settings.retention.interval_seconds.max(10),
-    ));
-    loop {
-        tick.tick().await;
-        match crate::sweeper::sweep(
-            store.as_ref(),
-            &settings.store.prefix,
-            jiff::Timestamp::now(),
-            settings.retention.sweep_deletes_per_second,
-            settings.export.archive_days,
-        )
-        .await
-        {
-            Ok(r) => {
-                metrics.swept_objects.inc_by(r.deleted.len() as u64);
-                metrics.swept_bytes.inc_by(r.bytes);
-                if let Ok(mut e) = enforced.write() {
-                    *e = Some(crate::retention::Enforcement::Sweeper);
-                }
-                if !r.deleted.is_empty() {
-                    tracing::info!(
-                        objects = r.deleted.len(),
-                        bytes = r.bytes,
-                        "retention sweeper deleted expired recordings"
-                    );
-                }
-            }
-            Err(e) => {
-                metrics.lifecycle_failures.inc();
-                tracing::warn!(error = %e, "retention sweep failed; retrying next interval");
-            }
-        }
-    }
 }
 
 fn error_policy(policy: Arc<RecordingPolicy>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -13,7 +13,7 @@ use object_store::aws::{AwsAuthorizer, AwsCredential};
 use object_store::client::HttpRequestBody;
 use object_store::path::Path;
 
-use crate::retention::{self, Configuration};
+use crate::retention::rules::{self, Configuration};
 use crate::settings::StoreSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +25,7 @@ pub enum LifecycleError {
     #[error("S3 answered {0}: {1}")]
     Status(u16, String),
     #[error(transparent)]
-    Retention(#[from] retention::RetentionError),
+    Retention(#[from] rules::RetentionError),
     #[error(transparent)]
     Store(#[from] object_store::Error),
     #[error("the read-back lifecycle configuration differs from what was written")]
@@ -159,7 +159,7 @@ pub struct Enforced {
     /// Whether the configuration had to be written.
     pub written: bool,
     /// opname's rules in force after the read-back.
-    pub rules: Vec<retention::Rule>,
+    pub rules: Vec<rules::Rule>,
 }
 
 /// Brings opname's rules in line with the classes in use, keeping everyone else's rules, and
@@ -170,31 +170,30 @@ pub async fn enforce(
     in_use: &BTreeSet<u32>,
     archive_days: u32,
 ) -> Result<Enforced, LifecycleError> {
-    let current = retention::parse(&bucket.get().await?)?;
+    let current = rules::parse(&bucket.get().await?)?;
     let mut retired_with_objects = BTreeSet::new();
     for r in &current.ours {
-        if let (Some(days), retention::Rule::Expire { prefix: p, .. }) = (r.class(), r)
+        if let (Some(days), rules::Rule::Expire { prefix: p, .. }) = (r.class(), r)
             && !in_use.contains(&days)
             && bucket.holds_objects(p).await
         {
             retired_with_objects.insert(days);
         }
     }
-    let classes =
-        retention::classes_to_keep(in_use, &current, |d| retired_with_objects.contains(&d));
-    let want = retention::desired(
+    let classes = rules::classes_to_keep(in_use, &current, |d| retired_with_objects.contains(&d));
+    let want = rules::desired(
         &opname_model::layout::Layout::new(prefix),
         &classes,
         archive_days,
     );
-    let written = match retention::plan(&current, &want) {
+    let written = match rules::plan(&current, &want) {
         Some(xml) => {
             bucket.put(xml).await?;
             true
         }
         None => false,
     };
-    let back: Configuration = retention::parse(&bucket.get().await?)?;
+    let back: Configuration = rules::parse(&bucket.get().await?)?;
     let mut sorted = want.clone();
     sorted.sort();
     if back.ours != sorted || back.foreign.len() != current.foreign.len() {

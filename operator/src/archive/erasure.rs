@@ -14,9 +14,9 @@ use opname_model::identity::normalize;
 use opname_model::audit::Audit;
 use opname_model::record::Record;
 
-use crate::catalog;
+use crate::archive::catalog;
+use crate::archive::{Context, Error};
 use crate::crd::{ErasurePhase, RecordingErasure, RecordingErasureSpec, RecordingErasureStatus};
-use crate::requests::{Context, Error};
 
 /// Recordings listed in the status; the audit object has them all.
 const STATUS_LIST_MAX: usize = 1000;
@@ -53,7 +53,7 @@ async fn patch(
     });
     api.patch_status(
         name,
-        &PatchParams::apply(crate::controller::MANAGER).force(),
+        &PatchParams::apply(crate::kube::MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await?;
@@ -131,7 +131,7 @@ pub async fn reconcile(erasure: Arc<RecordingErasure>, ctx: Arc<Context>) -> Res
         .audit(&format!("erasure-{ns}-{name}"), &audit)
         .await?;
     if status.deleted_count > 0 {
-        crate::index::invalidate(&ctx.catalog, &ns).await;
+        crate::archive::index::invalidate(&ctx.catalog, &ns).await;
     }
     status.audit_key = Some(audit.to_string());
     status.phase = Some(ErasurePhase::Completed);
@@ -164,7 +164,7 @@ mod tests {
     }
 
     fn call(user: &str, aors: &[&str]) -> Record {
-        crate::catalog::fixtures::record(user, "2026-11-01T10:00:00Z", aors)
+        crate::archive::catalog::fixtures::record(user, "2026-11-01T10:00:00Z", aors)
     }
 
     #[test]

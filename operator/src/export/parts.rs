@@ -21,7 +21,7 @@ use zip::write::SimpleFileOptions;
 use opname_model::layout::month_path;
 use opname_model::record::Record;
 
-use crate::catalog::{self, Catalog, CatalogError, Entry};
+use crate::archive::catalog::{self, Catalog, CatalogError, Entry};
 
 /// Upload chunk (S3's minimum part size, so memory stays small) and how many may be in flight.
 const CHUNK: usize = 5 << 20;

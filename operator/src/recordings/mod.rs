@@ -1,12 +1,14 @@
 //! The recordings service: a JSON API and a web page to find, play and download recordings and
 //! to request and fetch bulk exports, with every action reviewed by Kubernetes
-//! ([`crate::access`]) and every play and download audited.
+//! ([`crate::recordings::access`]) and every play and download audited.
 //!
-//! Listing reads per-day indexes ([`crate::index`]); audio streams from the store with HTTP
+//! Listing reads per-day indexes ([`crate::archive::index`]); audio streams from the store with HTTP
 //! Range support so the browser can seek. A play or download is audited when its first byte is
 //! requested (a seek is a later range of the same play), as a structured log line and as an
 //! object `{id}.access/{millis}-{action}.json` beside the recording's record, which expires with
 //! the recording's retention class.
+
+pub mod access;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -27,11 +29,11 @@ use object_store::{GetOptions, GetRange, ObjectStoreExt};
 use opname_model::identity::normalize;
 use serde::Deserialize;
 
-use crate::access::{Access, AccessError, Identity};
-use crate::catalog::Catalog;
+use crate::archive::catalog::Catalog;
+use crate::archive::index::{self, DayIndex, IndexEntry};
 use crate::crd::{BulkExport, BulkExportSpec, Notify};
-use crate::export::{party, safe_component, stamp};
-use crate::index::{self, DayIndex, IndexEntry};
+use crate::export::parts::{party, safe_component, stamp};
+use crate::recordings::access::{Access, AccessError, Identity};
 use opname_model::layout::Layout;
 
 const COOKIE: &str = "opname_token";
@@ -54,8 +56,8 @@ pub enum ApiError {
     Store(String),
 }
 
-impl From<crate::catalog::CatalogError> for ApiError {
-    fn from(e: crate::catalog::CatalogError) -> Self {
+impl From<crate::archive::catalog::CatalogError> for ApiError {
+    fn from(e: crate::archive::catalog::CatalogError) -> Self {
         ApiError::Store(e.to_string())
     }
 }
@@ -690,7 +692,7 @@ async fn page() -> Response {
             (header::CONTENT_SECURITY_POLICY, "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; media-src 'self'"),
             (header::X_FRAME_OPTIONS, "DENY"),
         ],
-        Html(include_str!("browser.html")),
+        Html(include_str!("page.html")),
     )
         .into_response()
 }

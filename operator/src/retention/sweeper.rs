@@ -6,7 +6,6 @@
 //! deleted before its record, so a record never outlives its audio; every run that deleted
 //! something leaves an audit object (who, what, when) under `{prefix}/audit/`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -15,31 +14,19 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use opname_model::audit::Audit;
 use opname_model::layout::{self, Layout, Object};
 
-use crate::settings::StoreSettings;
-use crate::{catalog, retention};
+use crate::archive::catalog;
+use crate::retention::rules;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {
     #[error(transparent)]
     Store(#[from] object_store::Error),
-    #[error(transparent)]
-    Open(#[from] opname_model::store::StoreError),
-    #[error(transparent)]
-    Bucket(#[from] Box<crate::lifecycle::LifecycleError>),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
 pub struct SweepReport {
     pub deleted: Vec<String>,
     pub bytes: u64,
-}
-
-/// The store the recorders write to, from the operator's settings.
-pub fn open_store(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, SweepError> {
-    if let Some(bucket) = crate::lifecycle::Bucket::from_settings(settings).map_err(Box::new)? {
-        return Ok(bucket.objects());
-    }
-    Ok(opname_model::store::open(&settings.url)?)
 }
 
 /// One pass over every retention class under `prefix`, and over the export archives kept
@@ -87,7 +74,7 @@ pub async fn sweep(
                 continue;
             }
             let sizes: u64 = meta.size;
-            let planned = retention::sweep_recording(&layout, &objects, now);
+            let planned = rules::sweep_recording(&layout, &objects, now);
             for k in &planned {
                 catalog::delete(store, &Path::from(k.as_str())).await?;
                 report.deleted.push(k.clone());
@@ -104,7 +91,7 @@ pub async fn sweep(
             let meta = meta?;
             let created = jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
                 .unwrap_or(now);
-            if retention::expired(created, archive_days, now) {
+            if rules::expired(created, archive_days, now) {
                 catalog::delete(store, &meta.location).await?;
                 report.deleted.push(meta.location.to_string());
                 report.bytes += meta.size;
@@ -129,10 +116,11 @@ pub async fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Catalog;
+    use crate::archive::catalog::Catalog;
     use object_store::PutPayload;
     use object_store::memory::InMemory;
     use std::collections::BTreeSet;
+    use std::sync::Arc;
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
@@ -157,7 +145,7 @@ mod tests {
                 for entry in catalog.list("acme", "").await.unwrap() {
                     let i: usize = entry.id.trim_start_matches("id").parse().unwrap();
                     if recordings[i].1 {
-                        crate::hold::copy_in(&catalog, "acme", "case", &entry).await.unwrap();
+                        crate::archive::hold::copy_in(&catalog, "acme", "case", &entry).await.unwrap();
                     }
                 }
                 // Objects were created a moment ago; the sweep runs `days_later` days on.

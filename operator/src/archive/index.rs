@@ -16,7 +16,7 @@ use object_store::path::Path;
 use opname_model::layout::day_path;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{self, Catalog, CatalogError};
+use crate::archive::catalog::{self, Catalog, CatalogError};
 
 /// What the call list needs of one recording.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,8 +183,11 @@ mod tests {
             .put(&keys.audio, b"ogg".to_vec().into())
             .await
             .unwrap();
-        let mut record =
-            crate::catalog::fixtures::record(user, "2026-11-02T10:00:00Z", &["sip:a@x", "sip:b@x"]);
+        let mut record = crate::archive::catalog::fixtures::record(
+            user,
+            "2026-11-02T10:00:00Z",
+            &["sip:a@x", "sip:b@x"],
+        );
         record.id = id.into();
         record.duration_seconds = 3.0;
         record.retention_days = class;

@@ -23,9 +23,9 @@ use opname_model::audit::Audit;
 use opname_model::layout::{self, day_path, month_path};
 use opname_model::record::Record;
 
-use crate::catalog::{self, Catalog, Entry};
+use crate::archive::catalog::{self, Catalog, Entry};
+use crate::archive::{Context, Error};
 use crate::crd::{RecordingHold, RecordingHoldSpec, RecordingHoldStatus};
-use crate::requests::{Context, Error};
 
 pub const FINALIZER: &str = "opname.dev/release-held-copies";
 
@@ -165,7 +165,7 @@ async fn apply(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
             ),
         )
         .await;
-        crate::index::invalidate(&ctx.catalog, &ns).await;
+        crate::archive::index::invalidate(&ctx.catalog, &ns).await;
     }
     let status = RecordingHoldStatus {
         observed_generation: hold.metadata.generation,
@@ -181,7 +181,7 @@ async fn apply(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
     Api::<RecordingHold>::namespaced(ctx.client.clone(), &ns)
         .patch_status(
             &name,
-            &PatchParams::apply(crate::controller::MANAGER).force(),
+            &PatchParams::apply(crate::kube::MANAGER).force(),
             &Patch::Apply(&patch),
         )
         .await?;
@@ -226,7 +226,7 @@ async fn release(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
     ctx.catalog
         .audit(&format!("hold-{name}-released"), &audit)
         .await?;
-    crate::index::invalidate(&ctx.catalog, &ns).await;
+    crate::archive::index::invalidate(&ctx.catalog, &ns).await;
     ctx.event(
         &hold.object_ref(&()),
         EventType::Normal,
@@ -250,7 +250,7 @@ pub async fn reconcile(hold: Arc<RecordingHold>, ctx: Arc<Context>) -> Result<Ac
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 #[cfg(test)]
@@ -269,7 +269,7 @@ mod tests {
     }
 
     fn summary(user: &str, start: &str) -> Record {
-        crate::catalog::fixtures::record(user, start, &[])
+        crate::archive::catalog::fixtures::record(user, start, &[])
     }
 
     #[test]

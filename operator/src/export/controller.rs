@@ -27,14 +27,76 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use sha2::Digest;
 
-use crate::catalog::Catalog;
+use crate::archive::Context;
+use crate::archive::catalog::Catalog;
+use crate::archive::catalog::CatalogError;
 use crate::crd::{BulkExport, ExportPart, ExportPhase, ExportProgress, RecordingPolicy};
-use crate::export;
-use crate::links::{LinkSigner, parse_ttl};
-use crate::requests::{Context, Error};
+use crate::export::links::LinkError;
+use crate::export::links::{LinkSigner, parse_ttl};
+use crate::export::notify::NotifyError;
+use crate::export::parts;
+use crate::export::parts::ExportError;
 use crate::settings::Settings;
 
 pub const FINALIZER: &str = "opname.dev/remove-archives";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Links(#[from] LinkError),
+    #[error("notification e-mail: {0}")]
+    Notify(#[from] NotifyError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A short label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Catalog(_) => "catalog",
+            Error::Export(_) => "export",
+            Error::Links(_) => "links",
+            Error::Notify(_) => "notify",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+fn error_policy(bex: Arc<BulkExport>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %bex.name_any(), namespace = ?bex.namespace(), %error, label = error.metric_label(), "export failed; retrying");
+    ctx.metrics.failures.inc();
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// Runs the BulkExport controller until `stop` resolves.
+pub async fn run(ctx: Arc<Context>, stop: tokio::sync::watch::Receiver<bool>) {
+    use futures::StreamExt;
+    use kube::runtime::{Controller, watcher};
+    let client = ctx.client.clone();
+    let jobs = Api::<Job>::namespaced(client.clone(), &job_namespace(&ctx.settings));
+    Controller::new(
+        Api::<BulkExport>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        jobs,
+        watcher::Config::default().labels("app.kubernetes.io/name=opname-export"),
+        export_of,
+    )
+    .graceful_shutdown_on(crate::archive::stopped(stop))
+    .run(reconcile, error_policy, ctx.clone())
+    .for_each(|_| async {})
+    .await;
+}
+
 /// Annotate a BulkExport with a new value to have its links signed again.
 pub const RENEW: &str = "opname.dev/renew-links";
 const LABEL_NS: &str = "opname.dev/export-namespace";
@@ -262,16 +324,10 @@ pub async fn sign_parts(
     ttl: Option<&str>,
 ) -> Result<(), Error> {
     let Some(signer) = signer else { return Ok(()) };
-    let ttl = ttl
-        .map(parse_ttl)
-        .transpose()
-        .map_err(|e| Error::Export(e.to_string()))?;
+    let ttl = ttl.map(parse_ttl).transpose()?;
     let now = jiff::Timestamp::now();
     for p in parts {
-        let (url, expires) = signer
-            .sign(&p.key, ttl, now)
-            .await
-            .map_err(|e| Error::Export(e.to_string()))?;
+        let (url, expires) = signer.sign(&p.key, ttl, now).await?;
         p.url = Some(url);
         p.expires = Some(Time(expires));
     }
@@ -316,7 +372,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                 Ok(note) => {
                     jobs.patch(
                         &job_name(&ns, &name),
-                        &PatchParams::apply(crate::controller::MANAGER).force(),
+                        &PatchParams::apply(crate::kube::MANAGER).force(),
                         &Patch::Apply(&job(&ns, &name, &ctx.settings)),
                     )
                     .await?;
@@ -381,8 +437,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                 let signer = LinkSigner::from_settings(
                     &ctx.settings.store,
                     ctx.settings.export.public_endpoint.as_deref(),
-                )
-                .map_err(|e| Error::Export(e.to_string()))?;
+                )?;
                 let mut parts = status.parts.clone();
                 sign_parts(signer.as_ref(), &mut parts, bex.spec.link_ttl.as_deref()).await?;
                 patch_status(
@@ -405,7 +460,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn notify(bex: &BulkExport, ns: &str, name: &str, ctx: &Context) -> Result<(), Error> {
-    let (subject, body) = crate::notify::compose(bex, ns, name);
+    let (subject, body) = crate::export::notify::compose(bex, ns, name);
     let ok = bex.status.as_ref().and_then(|s| s.phase) == Some(ExportPhase::Succeeded);
     let emails = bex
         .spec
@@ -415,9 +470,7 @@ async fn notify(bex: &BulkExport, ns: &str, name: &str, ctx: &Context) -> Result
         .unwrap_or_default();
     let mailed = match (&ctx.settings.export.smtp, emails.is_empty()) {
         (Some(smtp), false) => {
-            crate::notify::send(smtp, &emails, &subject, body)
-                .await
-                .map_err(|e| Error::Export(format!("notification e-mail: {e}")))?;
+            crate::export::notify::send(smtp, &emails, &subject, body).await?;
             format!(" (e-mailed to {})", emails.join(", "))
         }
         (None, false) => " (no SMTP relay configured: not e-mailed)".into(),
@@ -450,9 +503,7 @@ async fn cleanup(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
-    let removed = export::remove(&ctx.catalog, &ns, &name)
-        .await
-        .map_err(|e| Error::Export(e.to_string()))?;
+    let removed = parts::remove(&ctx.catalog, &ns, &name).await?;
     tracing::info!(namespace = %ns, export = %name, archives = removed, "export deleted: Job cancelled, archives removed");
     Ok(Action::await_change())
 }
@@ -467,10 +518,10 @@ pub async fn reconcile(bex: Arc<BulkExport>, ctx: Arc<Context>) -> Result<Action
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(e.to_string()))
+    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
-fn progress_of(p: &export::Progress) -> ExportProgress {
+fn progress_of(p: &parts::Progress) -> ExportProgress {
     ExportProgress {
         recordings_done: p.recordings_done as i64,
         recordings_total: p.recordings_total as i64,
@@ -494,7 +545,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
         tracing::info!("already exported");
         return Ok(());
     }
-    let store = crate::sweeper::open_store(&settings.store).map_err(|e| e.to_string())?;
+    let store = crate::store::open(&settings.store).map_err(|e| e.to_string())?;
     let catalog = Catalog::new(store, &settings.store.prefix);
     let start = status.start_time.unwrap_or(Time(jiff::Timestamp::now()));
     patch_status(
@@ -504,7 +555,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
     )
     .await
     .map_err(|e| e.to_string())?;
-    let request = export::Request {
+    let request = parts::Request {
         namespace: ns.to_string(),
         name: name.to_string(),
         month: bex.spec.month.clone(),
@@ -514,7 +565,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
         bytes_per_second: settings.export.bytes_per_second,
     };
     // Progress goes to the status at most once a second.
-    let (tx, mut rx) = tokio::sync::watch::channel(export::Progress::default());
+    let (tx, mut rx) = tokio::sync::watch::channel(parts::Progress::default());
     let progress_api = api.clone();
     let progress_name = name.to_string();
     let reporter = tokio::spawn(async move {
@@ -532,7 +583,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    let result = export::run(&catalog, &request, |p| {
+    let result = parts::run(&catalog, &request, |p| {
         let _ = tx.send(p.clone());
     })
     .await;

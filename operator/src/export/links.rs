@@ -11,7 +11,7 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
 
-use crate::lifecycle::{s3_bucket, setting};
+use crate::retention::lifecycle::{s3_bucket, setting};
 use crate::settings::StoreSettings;
 
 /// SigV4's limit for presigned URLs.

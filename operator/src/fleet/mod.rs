@@ -4,6 +4,8 @@
 //! Deployment, Service, PodDisruptionBudget (and optional HPA), plus each policy's status and the
 //! Events worth publishing. The controller only applies what it returns.
 
+pub mod controller;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
@@ -154,7 +156,7 @@ pub fn plan(
     namespace: &str,
     policies: &[RecordingPolicy],
     settings: &Settings,
-    retention: Option<&crate::retention::Enforcement>,
+    retention: Option<&crate::retention::rules::Enforcement>,
     now: &Time,
 ) -> Result<Plan, FleetError> {
     // Oldest first: the older policy keeps an identity two policies claim.
@@ -289,10 +291,11 @@ pub fn plan(
                         now,
                     ),
                     {
-                        let (status, reason, message) = crate::retention::Enforcement::condition(
-                            retention,
-                            p.spec.retention_days,
-                        );
+                        let (status, reason, message) =
+                            crate::retention::rules::Enforcement::condition(
+                                retention,
+                                p.spec.retention_days,
+                            );
                         condition_with(
                             existing,
                             "RetentionEnforced",

@@ -1,0 +1,126 @@
+//! The archive as stored: the catalog of recordings (`catalog`), the recordings service's
+//! per-day listing indexes (`index`), and the controllers for what admins ask of it — legal holds
+//! (`hold`) and erasures (`erasure`). They and the export controller share one context: the API
+//! client, the store's catalog and the Event recorder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use crate::archive::catalog::{Catalog, CatalogError};
+use crate::crd::{RecordingErasure, RecordingHold};
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] object_store::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A short label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Catalog(_) => "catalog",
+            Error::Store(_) => "store",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+pub mod catalog;
+pub mod erasure;
+pub mod hold;
+pub mod index;
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub catalog: Catalog,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    pub async fn event(
+        &self,
+        on: &k8s_openapi::api::core::v1::ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        crate::kube::publish(&self.recorder, on, type_, reason, "Retention", note).await;
+    }
+}
+
+pub fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, label = error.metric_label(), "request failed; retrying");
+    ctx.metrics.failures.inc();
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// The shared context, or `None` (logged) when the store cannot be opened.
+pub fn context(client: &Client, settings: Settings, metrics: Arc<Metrics>) -> Option<Arc<Context>> {
+    let store = match crate::store::open(&settings.store) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "holds, erasures and exports are off: cannot open the store");
+            return None;
+        }
+    };
+    Some(Arc::new(Context {
+        catalog: Catalog::new(store, &settings.store.prefix),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: crate::kube::MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        client: client.clone(),
+        settings,
+        metrics,
+    }))
+}
+
+/// Waits until `stop` says so.
+pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Runs the hold and erasure controllers until `stop` resolves.
+pub async fn run(ctx: Arc<Context>, stop: tokio::sync::watch::Receiver<bool>) {
+    let client = ctx.client.clone();
+    let holds = Controller::new(
+        Api::<RecordingHold>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(stopped(stop.clone()))
+    .run(crate::archive::hold::reconcile, error_policy, ctx.clone())
+    .for_each(|_| async {});
+    let erasures = Controller::new(
+        Api::<RecordingErasure>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(stopped(stop.clone()))
+    .run(
+        crate::archive::erasure::reconcile,
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    futures::join!(holds, erasures);
+}
