@@ -282,7 +282,7 @@ async fn recordings(
     let catalog = opname_operator::archive::catalog::Catalog::new(store, &settings.store.prefix);
     let svc = opname_operator::recordings::Service::new(catalog, client, secure_cookie);
     tokio::select! {
-        r = opname_operator::recordings::serve(svc, listen) => r,
+        r = opname_operator::recordings::serve(svc, listen) => r.map_err(|e| format!("recordings service on {listen}: {e}")),
         _ = sigterm() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }

@@ -5,5 +5,6 @@
 
 pub mod controller;
 pub mod links;
+pub mod names;
 pub mod notify;
 pub mod parts;

@@ -15,7 +15,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -172,20 +172,20 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
         let Some(p) = policies.iter().find(|p| p.name_any() == e.policy) else {
             continue;
         };
-        let event = Event {
-            type_: if e.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: e.reason.into(),
-            note: Some(e.note.clone()),
-            action: "Reconcile".into(),
-            secondary: None,
+        let type_ = if e.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        if let Err(err) = ctx.recorder.publish(&event, &p.object_ref(&())).await {
-            tracing::warn!(%err, "cannot publish event");
-        }
+        crate::kube::publish(
+            &ctx.recorder,
+            &p.object_ref(&()),
+            type_,
+            e.reason,
+            "Reconcile",
+            e.note.clone(),
+        )
+        .await;
     }
     ctx.metrics
         .duration

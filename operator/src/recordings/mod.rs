@@ -32,9 +32,16 @@ use serde::Deserialize;
 use crate::archive::catalog::Catalog;
 use crate::archive::index::{self, DayIndex, IndexEntry};
 use crate::crd::{BulkExport, BulkExportSpec, Notify};
-use crate::export::parts::{party, safe_component, stamp};
+use crate::export::names::{party, safe_component, stamp};
 use crate::recordings::access::{Access, AccessError, Identity};
 use opname_model::layout::Layout;
+
+mod audio;
+mod exports;
+mod list;
+
+pub use audio::parse_range;
+pub use list::{ListQuery, file_name, id_time, matches};
 
 const COOKIE: &str = "opname_token";
 /// How old an index may be before a listing refreshes it (in the background).
@@ -289,364 +296,6 @@ fn token(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// The start time in a UUIDv7 (its first 48 bits are Unix milliseconds).
-pub fn id_time(id: &str) -> Option<jiff::Timestamp> {
-    let hex: String = id.chars().filter(|c| *c != '-').take(12).collect();
-    if hex.len() != 12 {
-        return None;
-    }
-    jiff::Timestamp::from_millisecond(i64::from_str_radix(&hex, 16).ok()?).ok()
-}
-
-/// `2026-11-02_093000_+31201234567_bob_{id}.opus`: sorts by time, safe on every file system.
-pub fn file_name(e: &IndexEntry) -> String {
-    let (day, time) = stamp(e.start);
-    format!(
-        "{day}_{time}_{}_{}_{}.opus",
-        party(e.parties.first().map(String::as_str)),
-        party(e.parties.get(1).map(String::as_str)),
-        safe_component(&e.id)
-    )
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ListQuery {
-    pub user: Option<String>,
-    /// Any participant's number or AoR, compared in normalised form.
-    pub party: Option<String>,
-    pub from: Option<jiff::Timestamp>,
-    pub to: Option<jiff::Timestamp>,
-    pub min_duration: Option<f64>,
-    pub complete: Option<bool>,
-    pub cursor: Option<String>,
-    pub limit: Option<usize>,
-}
-
-/// Whether an entry passes the filters (the time range is walked by day, checked here exactly).
-pub fn matches(
-    e: &IndexEntry,
-    q: &ListQuery,
-    from: jiff::Timestamp,
-    to: jiff::Timestamp,
-    now: jiff::Timestamp,
-) -> bool {
-    let party = q.party.as_deref().and_then(normalize);
-    e.visible(now)
-        && e.start.is_some_and(|s| s >= from && s < to)
-        && q.user.as_ref().is_none_or(|u| &e.user == u)
-        && q.min_duration.is_none_or(|d| e.duration_seconds >= d)
-        && q.complete.is_none_or(|c| e.complete == c)
-        && q.cursor.as_ref().is_none_or(|c| e.id < *c)
-        && (q.party.is_none()
-            || e.parties.iter().any(|p| {
-                normalize(p).is_some_and(|k| Some(&k) == party.as_ref())
-                    || q.party
-                        .as_ref()
-                        .is_some_and(|want| p.contains(want.as_str()))
-            }))
-}
-
-fn item(ns: &str, e: &IndexEntry) -> serde_json::Value {
-    let base = format!("/api/v1/namespaces/{ns}/recordings/{}", e.id);
-    serde_json::json!({
-        "id": e.id,
-        "user": e.user,
-        "start": e.start,
-        "durationSeconds": e.duration_seconds,
-        "from": e.parties.first(),
-        "to": e.parties.get(1),
-        "parties": e.parties,
-        "complete": e.complete,
-        "size": e.size,
-        "held": e.held_audio.is_some(),
-        "retainUntil": e.retain_until,
-        "fileName": file_name(e),
-        "audioUrl": format!("{base}/audio"),
-        "downloadUrl": format!("{base}/audio?download=1"),
-    })
-}
-
-async fn list(
-    State(svc): State<Arc<Service>>,
-    UrlPath(ns): UrlPath<String>,
-    Query(q): Query<ListQuery>,
-    headers: HeaderMap,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    svc.allowed(&headers, "list", "recordings", &ns).await?;
-    let now = jiff::Timestamp::now();
-    let to = q.to.unwrap_or(now);
-    let from = q.from.unwrap_or_else(|| {
-        to.checked_sub(jiff::SignedDuration::from_hours(24 * 7))
-            .unwrap_or(to)
-    });
-    if from >= to || to.duration_since(from) > jiff::SignedDuration::from_hours(24 * MAX_DAYS) {
-        return Err(ApiError::BadRequest(format!(
-            "from must be before to, at most {MAX_DAYS} days apart"
-        )));
-    }
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let utc = jiff::tz::TimeZone::UTC;
-    let first = from.to_zoned(utc.clone()).date();
-    // A cursor continues from the day of its recording.
-    let mut day = q
-        .cursor
-        .as_deref()
-        .and_then(id_time)
-        .map(|t| t.to_zoned(utc.clone()).date())
-        .unwrap_or_else(|| to.to_zoned(utc.clone()).date())
-        .min(to.to_zoned(utc).date());
-    let mut items = Vec::new();
-    let mut last = None;
-    'days: while day >= first {
-        let idx = svc.day(&ns, day).await?;
-        for e in idx.entries.iter().rev() {
-            if matches(e, &q, from, to, now) {
-                if items.len() == limit {
-                    break 'days;
-                }
-                items.push(item(&ns, e));
-                last = Some(e.id.clone());
-            }
-        }
-        match day.yesterday() {
-            Ok(d) => day = d,
-            Err(_) => break,
-        }
-    }
-    // A full page may have more after it; the cursor is the last id shown.
-    let next = if items.len() == limit { last } else { None };
-    Ok(axum::Json(
-        serde_json::json!({ "items": items, "next": next }),
-    ))
-}
-
-async fn one(
-    State(svc): State<Arc<Service>>,
-    UrlPath((ns, id)): UrlPath<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    svc.allowed(&headers, "get", "recordings", &ns).await?;
-    let e = svc.find(&ns, &id).await?;
-    let store = svc.catalog.store();
-    let bytes = match store.get(&Path::from(e.record.as_str())).await {
-        Ok(got) => got.bytes().await?,
-        Err(object_store::Error::NotFound { .. }) => match &e.held_audio {
-            Some(held) => {
-                let record = held.trim_end_matches(".opus").to_string() + ".json";
-                store.get(&Path::from(record)).await?.bytes().await?
-            }
-            None => return Err(ApiError::NotFound),
-        },
-        Err(e) => return Err(e.into()),
-    };
-    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
-}
-
-/// `bytes=a-b`, `bytes=a-`, `bytes=-n` against an object of `size` bytes.
-pub fn parse_range(value: &str, size: u64) -> Result<std::ops::Range<u64>, ApiError> {
-    let spec = value
-        .strip_prefix("bytes=")
-        .filter(|s| !s.contains(','))
-        .ok_or(ApiError::Range(size))?;
-    let (a, b) = spec.split_once('-').ok_or(ApiError::Range(size))?;
-    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| ApiError::Range(size));
-    let range = match (a.trim().is_empty(), b.trim().is_empty()) {
-        (true, false) => size.saturating_sub(num(b)?)..size,
-        (false, true) => num(a)?..size,
-        (false, false) => num(a)?..(num(b)? + 1).min(size),
-        (true, true) => return Err(ApiError::Range(size)),
-    };
-    if range.start >= range.end || range.start >= size {
-        return Err(ApiError::Range(size));
-    }
-    Ok(range)
-}
-
-#[derive(Deserialize)]
-struct AudioQuery {
-    download: Option<String>,
-}
-
-async fn audio(
-    State(svc): State<Arc<Service>>,
-    UrlPath((ns, id)): UrlPath<(String, String)>,
-    Query(q): Query<AudioQuery>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let who = svc.allowed(&headers, "get", "recordings", &ns).await?;
-    let e = svc.find(&ns, &id).await?;
-    let store = svc.catalog.store();
-    let mut key = Path::from(e.audio.as_str());
-    let meta = match store.head(&key).await {
-        Ok(m) => m,
-        Err(object_store::Error::NotFound { .. }) if e.held_audio.is_some() => {
-            key = Path::from(e.held_audio.clone().unwrap_or_default());
-            store.head(&key).await?
-        }
-        Err(err) => return Err(err.into()),
-    };
-    let size = meta.size;
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| parse_range(v, size))
-        .transpose()?;
-    let download = q.download.is_some_and(|d| d != "0" && d != "false");
-    if range.as_ref().is_none_or(|r| r.start == 0) {
-        let action = if download { "download" } else { "play" };
-        let from = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| peer.ip().to_string());
-        audit(&svc.catalog, &who, action, &ns, &e, &from).await?;
-    }
-    let got = store
-        .get_opts(
-            &key,
-            GetOptions {
-                range: range.clone().map(GetRange::Bounded),
-                ..Default::default()
-            },
-        )
-        .await?;
-    let body = Body::from_stream(got.into_stream().map_err(std::io::Error::other));
-    let mut resp = Response::builder()
-        .header(header::CONTENT_TYPE, "audio/ogg; codecs=opus")
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CACHE_CONTROL, "private, no-store");
-    if download {
-        resp = resp.header(
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{}\"", file_name(&e)),
-        );
-    }
-    let resp = match range {
-        Some(r) => resp
-            .status(StatusCode::PARTIAL_CONTENT)
-            .header(
-                header::CONTENT_RANGE,
-                format!("bytes {}-{}/{size}", r.start, r.end - 1),
-            )
-            .header(header::CONTENT_LENGTH, r.end - r.start),
-        None => resp.header(header::CONTENT_LENGTH, size),
-    };
-    resp.body(body)
-        .map_err(|err| ApiError::Store(err.to_string()))
-}
-
-/// Who heard which recording, when, from where: a log line and an object beside the record.
-async fn audit(
-    catalog: &Catalog,
-    who: &Identity,
-    action: &str,
-    ns: &str,
-    e: &IndexEntry,
-    from: &str,
-) -> Result<(), ApiError> {
-    let now = jiff::Timestamp::now();
-    tracing::info!(target: "opname::audit", user = %who.user, action, namespace = ns, recording = %e.id, from, "recording accessed");
-    let key = Layout::access(
-        &e.record,
-        now.as_millisecond(),
-        action,
-        &safe_component(&who.user),
-    );
-    let body = serde_json::json!({
-        "who": who.user, "groups": who.groups, "action": action, "namespace": ns,
-        "recording": e.id, "when": now, "from": from,
-    });
-    catalog
-        .store()
-        .put(&key, body.to_string().into_bytes().into())
-        .await?;
-    Ok(())
-}
-
-async fn exports(
-    State(svc): State<Arc<Service>>,
-    UrlPath(ns): UrlPath<String>,
-    headers: HeaderMap,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    svc.allowed(&headers, "list", "bulkexports", &ns).await?;
-    let list = Api::<BulkExport>::namespaced(svc.client.clone(), &ns)
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| ApiError::Store(e.to_string()))?;
-    let items: Vec<serde_json::Value> = list
-        .items
-        .iter()
-        .map(|b| {
-            serde_json::json!({
-                "name": b.name_any(),
-                "month": b.spec.month,
-                "users": b.spec.users,
-                "created": b.metadata.creation_timestamp,
-                "status": b.status,
-            })
-        })
-        .collect();
-    Ok(axum::Json(serde_json::json!({ "items": items })))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ExportRequest {
-    month: String,
-    users: Option<Vec<String>>,
-    emails: Option<Vec<String>>,
-    #[serde(rename = "linkTTL")]
-    link_ttl: Option<String>,
-}
-
-async fn create_export(
-    State(svc): State<Arc<Service>>,
-    UrlPath(ns): UrlPath<String>,
-    headers: HeaderMap,
-    axum::Json(req): axum::Json<ExportRequest>,
-) -> Result<Response, ApiError> {
-    let who = svc.allowed(&headers, "create", "bulkexports", &ns).await?;
-    let mut bex = BulkExport::new(
-        "",
-        BulkExportSpec {
-            month: req.month.clone(),
-            users: req.users.filter(|u| !u.is_empty()),
-            notify: req
-                .emails
-                .filter(|e| !e.is_empty())
-                .map(|emails| Notify { emails }),
-            link_ttl: req.link_ttl,
-        },
-    );
-    bex.metadata.name = None;
-    bex.metadata.generate_name = Some(format!("export-{}-", safe_component(&req.month)));
-    bex.metadata.annotations = Some(
-        [("opname.dev/requested-by".to_string(), who.user.clone())]
-            .into_iter()
-            .collect(),
-    );
-    match Api::<BulkExport>::namespaced(svc.client.clone(), &ns)
-        .create(&PostParams::default(), &bex)
-        .await
-    {
-        Ok(created) => {
-            tracing::info!(target: "opname::audit", user = %who.user, action = "export", namespace = %ns, month = %req.month, export = %created.name_any(), "bulk export requested");
-            Ok((
-                StatusCode::CREATED,
-                axum::Json(serde_json::json!({ "name": created.name_any() })),
-            )
-                .into_response())
-        }
-        // The schema's own message (a bad month, a too long linkTTL) goes back to the caller.
-        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
-            Err(ApiError::BadRequest(s.message))
-        }
-        Err(e) => Err(ApiError::Store(e.to_string())),
-    }
-}
-
 #[derive(Deserialize)]
 struct Login {
     token: String,
@@ -704,21 +353,22 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/logout", post(logout))
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/whoami", get(whoami))
-        .route("/api/v1/namespaces/{ns}/recordings", get(list))
-        .route("/api/v1/namespaces/{ns}/recordings/{id}", get(one))
-        .route("/api/v1/namespaces/{ns}/recordings/{id}/audio", get(audio))
+        .route("/api/v1/namespaces/{ns}/recordings", get(list::list))
+        .route("/api/v1/namespaces/{ns}/recordings/{id}", get(list::one))
+        .route(
+            "/api/v1/namespaces/{ns}/recordings/{id}/audio",
+            get(audio::audio),
+        )
         .route(
             "/api/v1/namespaces/{ns}/bulkexports",
-            get(exports).post(create_export),
+            get(exports::exports).post(exports::create_export),
         )
         .with_state(svc)
 }
 
 /// Serves until the process ends.
-pub async fn serve(svc: Arc<Service>, listen: SocketAddr) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| format!("bind {listen}: {e}"))?;
+pub async fn serve(svc: Arc<Service>, listen: SocketAddr) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     tokio::spawn(svc.clone().warm(Duration::from_secs(60)));
     tracing::info!(%listen, "recordings service listening");
     axum::serve(
@@ -726,7 +376,6 @@ pub async fn serve(svc: Arc<Service>, listen: SocketAddr) -> Result<(), String> 
         router(svc).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
-    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,0 +1,378 @@
+//! The children of a namespace's fleet: the recorder configuration, ConfigMap, Deployment, Service, PodDisruptionBudget and autoscaler, all derived from the plan.
+
+use super::*;
+
+pub(super) fn owner_ref(p: &RecordingPolicy) -> Option<OwnerReference> {
+    // Not `controller`: every policy of the namespace owns the fleet, and garbage collection
+    // removes it when the last one is deleted.
+    Some(OwnerReference {
+        api_version: RecordingPolicy::api_version(&()).to_string(),
+        kind: RecordingPolicy::kind(&()).to_string(),
+        name: p.name_any(),
+        uid: p.uid()?,
+        ..Default::default()
+    })
+}
+
+/// The recorder configuration the ConfigMap carries (the recorder's own file format).
+pub fn recorder_config(
+    namespace: &str,
+    policies: Vec<rc::Policy>,
+    settings: &Settings,
+) -> rc::Config {
+    rc::Config {
+        namespace: namespace.to_string(),
+        sip: rc::SipConfig {
+            listen: ([0, 0, 0, 0], SIP_PORT as u16).into(),
+            advertise: None,
+        },
+        rtp: rc::RtpConfig {
+            port_min: settings.rtp.port_min,
+            port_max: settings.rtp.port_max,
+            ..Default::default()
+        },
+        audio: rc::AudioConfig {
+            bitrate: settings.recorder.bitrate,
+            complexity: settings.recorder.complexity,
+        },
+        store: rc::StoreConfig {
+            url: settings.store.url.clone(),
+            prefix: settings.store.prefix.clone(),
+        },
+        spool: rc::SpoolConfig {
+            dir: SPOOL_DIR.into(),
+            // Stop taking new calls while three quarters of the emptyDir wait for the store.
+            high_water_bytes: quantity_bytes(&settings.recorder.spool_size)
+                .map_or(rc::SpoolConfig::default().high_water_bytes, |b| b / 4 * 3),
+        },
+        limits: rc::LimitsConfig {
+            max_calls: settings.capacity.max_calls_per_replica,
+            drain_seconds: settings.recorder.drain_seconds,
+            ..Default::default()
+        },
+        http: rc::HttpConfig {
+            listen: ([0, 0, 0, 0], HTTP_PORT as u16).into(),
+        },
+        policies,
+    }
+}
+
+/// Bytes of a Kubernetes quantity such as `4Gi`, `500M` or `1073741824`.
+pub(super) fn quantity_bytes(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+pub(super) fn meta(namespace: &str, owners: &[OwnerReference]) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(NAME.into()),
+        namespace: Some(namespace.into()),
+        labels: Some(labels(namespace)),
+        owner_references: Some(owners.to_vec()),
+        ..Default::default()
+    }
+}
+
+pub(super) fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(super) fn children(
+    namespace: &str,
+    policies: Vec<rc::Policy>,
+    owners: Vec<OwnerReference>,
+    replicas: i32,
+    settings: &Settings,
+) -> Result<Children, FleetError> {
+    let config = recorder_config(namespace, policies, settings);
+    let yaml = serde_saphyr::to_string(&config).map_err(|e| FleetError::Render(e.to_string()))?;
+    let config_map = ConfigMap {
+        metadata: meta(namespace, &owners),
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),
+        ..Default::default()
+    };
+    let host_network = settings.rtp.mode == RtpMode::HostNetwork;
+    let mut env = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env(
+            "OPNAME_RTP_ADVERTISE",
+            if host_network {
+                "status.hostIP"
+            } else {
+                "status.podIP"
+            },
+        ),
+    ];
+    env.extend(settings.store.env.iter().map(|(k, v)| EnvVar {
+        name: k.clone(),
+        value: Some(v.clone()),
+        ..Default::default()
+    }));
+    let r = &settings.recorder.resources;
+    let mut limits = BTreeMap::from([("memory".to_string(), Quantity(r.memory_limit.clone()))]);
+    if let Some(cpu) = &r.cpu_limit {
+        limits.insert("cpu".into(), Quantity(cpu.clone()));
+    }
+    let probe = |path: &str, period| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(HTTP_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        ..Default::default()
+    };
+    let port = |name: &str, port: i32, protocol: &str| ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        protocol: Some(protocol.into()),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "recorder".into(),
+        image: Some(settings.recorder.image.clone()),
+        image_pull_policy: Some(settings.recorder.image_pull_policy.clone()),
+        args: Some(vec![
+            "serve".into(),
+            "--config".into(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        env: Some(env),
+        env_from: settings.store.credentials_secret.as_ref().map(|s| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: s.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }]
+        }),
+        ports: Some(vec![
+            port("sip-udp", SIP_PORT, "UDP"),
+            port("sip-tcp", SIP_PORT, "TCP"),
+            port("http", HTTP_PORT, "TCP"),
+        ]),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(r.cpu_request.clone())),
+                ("memory".to_string(), Quantity(r.memory_request.clone())),
+            ])),
+            limits: Some(limits),
+            ..Default::default()
+        }),
+        // The endpoints drop the pod before it stops taking calls.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: settings.recorder.pre_stop_seconds,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "spool".into(),
+                mount_path: SPOOL_DIR.into(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let pod = PodSpec {
+        containers: vec![container],
+        host_network: host_network.then_some(true),
+        // Host networking binds SIP and RTP ports on the node: one recorder per node.
+        affinity: host_network.then(|| Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some(selector(namespace)),
+                        ..Default::default()
+                    }),
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        dns_policy: host_network.then(|| "ClusterFirstWithHostNet".into()),
+        termination_grace_period_seconds: Some(settings.recorder.drain_seconds as i64 + 30),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volumes: Some(vec![
+            Volume {
+                name: "config".into(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: NAME.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "spool".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity(settings.recorder.spool_size.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let hpa_enabled = settings.capacity.hpa.is_some();
+    let deployment = Deployment {
+        metadata: meta(namespace, &owners),
+        spec: DeploymentSpec {
+            replicas: (!hpa_enabled).then_some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(namespace)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(namespace)),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: meta(namespace, &owners),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(namespace)),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("sip-udp".into()),
+                    port: SIP_PORT,
+                    protocol: Some("UDP".into()),
+                    target_port: Some(IntOrString::Int(SIP_PORT)),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("sip-tcp".into()),
+                    port: SIP_PORT,
+                    protocol: Some("TCP".into()),
+                    target_port: Some(IntOrString::Int(SIP_PORT)),
+                    ..Default::default()
+                },
+            ]),
+            // A SIP dialog's requests must reach the recorder that answered its INVITE.
+            session_affinity: Some("ClientIP".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pdb = PodDisruptionBudget {
+        metadata: meta(namespace, &owners),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(namespace)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let hpa = settings
+        .capacity
+        .hpa
+        .as_ref()
+        .map(|h| HorizontalPodAutoscaler {
+            metadata: meta(namespace, &owners),
+            spec: HorizontalPodAutoscalerSpec {
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".into()),
+                    kind: "Deployment".into(),
+                    name: NAME.into(),
+                },
+                min_replicas: Some(replicas),
+                max_replicas: settings.capacity.max_replicas,
+                metrics: Some(vec![MetricSpec {
+                    type_: "Resource".into(),
+                    resource: Some(ResourceMetricSource {
+                        name: "cpu".into(),
+                        target: MetricTarget {
+                            type_: "Utilization".into(),
+                            average_utilization: Some(h.target_cpu_utilization),
+                            ..Default::default()
+                        },
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+    Ok(Children {
+        config_map,
+        deployment,
+        service,
+        pdb,
+        hpa,
+    })
+}

@@ -1,0 +1,85 @@
+//! Listing and requesting BulkExports through the service.
+
+use super::*;
+
+pub(super) async fn exports(
+    State(svc): State<Arc<Service>>,
+    UrlPath(ns): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    svc.allowed(&headers, "list", "bulkexports", &ns).await?;
+    let list = Api::<BulkExport>::namespaced(svc.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| ApiError::Store(e.to_string()))?;
+    let items: Vec<serde_json::Value> = list
+        .items
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "name": b.name_any(),
+                "month": b.spec.month,
+                "users": b.spec.users,
+                "created": b.metadata.creation_timestamp,
+                "status": b.status,
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ExportRequest {
+    month: String,
+    users: Option<Vec<String>>,
+    emails: Option<Vec<String>>,
+    #[serde(rename = "linkTTL")]
+    link_ttl: Option<String>,
+}
+
+pub(super) async fn create_export(
+    State(svc): State<Arc<Service>>,
+    UrlPath(ns): UrlPath<String>,
+    headers: HeaderMap,
+    axum::Json(req): axum::Json<ExportRequest>,
+) -> Result<Response, ApiError> {
+    let who = svc.allowed(&headers, "create", "bulkexports", &ns).await?;
+    let mut bex = BulkExport::new(
+        "",
+        BulkExportSpec {
+            month: req.month.clone(),
+            users: req.users.filter(|u| !u.is_empty()),
+            notify: req
+                .emails
+                .filter(|e| !e.is_empty())
+                .map(|emails| Notify { emails }),
+            link_ttl: req.link_ttl,
+        },
+    );
+    bex.metadata.name = None;
+    bex.metadata.generate_name = Some(format!("export-{}-", safe_component(&req.month)));
+    bex.metadata.annotations = Some(
+        [("opname.dev/requested-by".to_string(), who.user.clone())]
+            .into_iter()
+            .collect(),
+    );
+    match Api::<BulkExport>::namespaced(svc.client.clone(), &ns)
+        .create(&PostParams::default(), &bex)
+        .await
+    {
+        Ok(created) => {
+            tracing::info!(target: "opname::audit", user = %who.user, action = "export", namespace = %ns, month = %req.month, export = %created.name_any(), "bulk export requested");
+            Ok((
+                StatusCode::CREATED,
+                axum::Json(serde_json::json!({ "name": created.name_any() })),
+            )
+                .into_response())
+        }
+        // The schema's own message (a bad month, a too long linkTTL) goes back to the caller.
+        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 400 => {
+            Err(ApiError::BadRequest(s.message))
+        }
+        Err(e) => Err(ApiError::Store(e.to_string())),
+    }
+}
