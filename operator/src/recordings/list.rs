@@ -145,10 +145,13 @@ pub(super) async fn one(
     let bytes = match store.get(&Path::from(e.record.as_str())).await {
         Ok(got) => got.bytes().await?,
         Err(object_store::Error::NotFound { .. }) => match &e.held_audio {
-            Some(held) => {
-                let record = held.trim_end_matches(".opus").to_string() + ".json";
-                store.get(&Path::from(record)).await?.bytes().await?
-            }
+            Some(held) => match opname_model::layout::split_object(held) {
+                Some((stem, _)) => {
+                    let record = opname_model::layout::record_of(stem);
+                    store.get(&record).await?.bytes().await?
+                }
+                None => return Err(ApiError::NotFound),
+            },
             None => return Err(ApiError::NotFound),
         },
         Err(e) => return Err(e.into()),
