@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub mod apiserver;
 pub mod audio;
+pub mod controlplane;
 pub mod garage;
 pub mod kubelet;
 pub mod s3;
