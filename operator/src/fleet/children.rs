@@ -197,16 +197,7 @@ pub(super) fn children(
             }),
             ..Default::default()
         }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(crate::kube::hardened_container()),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "config".into(),
@@ -242,17 +233,7 @@ pub(super) fn children(
         }),
         dns_policy: host_network.then(|| "ClusterFirstWithHostNet".into()),
         termination_grace_period_seconds: Some(settings.recorder.drain_seconds as i64 + 30),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            run_as_group: Some(65532),
-            fs_group: Some(65532),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(crate::kube::hardened_pod()),
         volumes: Some(vec![
             Volume {
                 name: "config".into(),

@@ -1,7 +1,13 @@
 //! The operator's one way of writing to the API server: server-side apply under one field
 //! manager, and Events whose notes fit the API's limit.
 
+use k8s_openapi::api::core::v1::{
+    Capabilities, PodSecurityContext, SeccompProfile, SecurityContext,
+};
 use kube::runtime::events::{Event, EventType, Recorder};
+
+/// The user and group every opname container runs as (the images' non-root user).
+pub const RUN_AS: i64 = 65532;
 
 /// Field manager of everything the operator applies.
 pub const MANAGER: &str = "opname-operator";
@@ -21,6 +27,36 @@ pub fn event_note(mut note: String) -> String {
     note.truncate(end);
     note.push('…');
     note
+}
+
+/// The pod-level hardening every opname pod gets (recorders, export Jobs): non-root, the
+/// runtime's seccomp profile — what PodSecurity `restricted` demands.
+pub fn hardened_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The container-level hardening: no privilege escalation, read-only root, no capabilities.
+pub fn hardened_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 /// Publishes an Event about `on`; a failure is logged, never fatal to a reconcile.

@@ -43,6 +43,7 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
     let container = Container {
         name: "export".into(),
         image: Some(s.image.clone()),
+        security_context: Some(crate::kube::hardened_container()),
         args: Some(vec![
             "export".into(),
             "--config".into(),
@@ -106,6 +107,7 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
+                    security_context: Some(crate::kube::hardened_pod()),
                     service_account_name: Some(s.service_account.clone()),
                     containers: vec![container],
                     volumes: Some(vec![Volume {
