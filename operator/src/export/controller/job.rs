@@ -2,17 +2,33 @@
 
 use super::*;
 
-/// The Job's name: stable per BulkExport, within the 63 characters a pod label allows.
-pub fn job_name(ns: &str, name: &str) -> String {
-    let hash = hex::encode(&sha2::Sha256::digest(format!("{ns}/{name}"))[..4]);
-    let mut base: String = format!("opname-export-{ns}-{name}")
-        .chars()
-        .take(54)
-        .collect();
+/// `base` cut to fit a label value (63 characters) with a hash of `identity` after it, so that
+/// different identities never share a value.
+fn bounded(base: &str, identity: &str) -> String {
+    let hash = hex::encode(&sha2::Sha256::digest(identity)[..4]);
+    let mut base: String = base.chars().take(54).collect();
     while base.ends_with('-') || base.ends_with('.') {
         base.pop();
     }
     format!("{base}-{hash}")
+}
+
+/// The Job's name: stable per BulkExport, within the 63 characters a pod label allows.
+pub fn job_name(ns: &str, name: &str) -> String {
+    bounded(
+        &format!("opname-export-{ns}-{name}"),
+        &format!("{ns}/{name}"),
+    )
+}
+
+/// A label value for a BulkExport's name (which may be up to 253 characters): the name itself
+/// when it fits.
+pub fn name_label(name: &str) -> String {
+    if name.len() <= 63 {
+        name.to_string()
+    } else {
+        bounded(name, name)
+    }
 }
 
 pub fn job_namespace(settings: &Settings) -> String {
@@ -37,7 +53,7 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
             "opname-export".to_string(),
         ),
         (LABEL_NS.to_string(), ns.to_string()),
-        (LABEL_NAME.to_string(), name.to_string()),
+        (LABEL_NAME.to_string(), name_label(name)),
     ]);
     let q = |v: &str| Quantity(v.to_string());
     let container = Container {
@@ -95,6 +111,7 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
             name: Some(job_name(ns, name)),
             namespace: Some(job_namespace(settings)),
             labels: Some(labels.clone()),
+            annotations: Some(BTreeMap::from([(LABEL_NAME.to_string(), name.to_string())])),
             ..Default::default()
         },
         spec: Some(JobSpec {
@@ -127,10 +144,11 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
     }
 }
 
-/// A Job stands for the BulkExport named in its labels.
+/// A Job stands for the BulkExport named in its annotation (its label may be shortened).
 pub fn export_of(job: Job) -> Option<ObjectRef<BulkExport>> {
-    let labels = job.metadata.labels?;
-    Some(ObjectRef::new(labels.get(LABEL_NAME)?).within(labels.get(LABEL_NS)?))
+    let ns = job.metadata.labels.as_ref()?.get(LABEL_NS)?;
+    let name = job.metadata.annotations.as_ref()?.get(LABEL_NAME)?;
+    Some(ObjectRef::new(name).within(ns))
 }
 
 pub(super) fn progress_of(p: &parts::Progress) -> ExportProgress {
