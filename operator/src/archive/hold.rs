@@ -167,11 +167,9 @@ async fn apply(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
         .await;
         crate::archive::index::invalidate(&ctx.catalog, &ns).await;
     }
-    let status = RecordingHoldStatus {
-        observed_generation: hold.metadata.generation,
-        held,
-        last_scan: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
-        conditions: Vec::new(),
+    let Some(status) = status_after_scan(hold.status.as_ref(), hold.metadata.generation, held, now)
+    else {
+        return Ok(Action::requeue(RESCAN));
     };
     let patch = serde_json::json!({
         "apiVersion": RecordingHold::api_version(&()),
@@ -186,6 +184,31 @@ async fn apply(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
         )
         .await?;
     Ok(Action::requeue(RESCAN))
+}
+
+/// The status to write after a scan, or `None` when the stored one already says it. A status
+/// write wakes the controller again, so an unchanged hold must not write: `lastScan` alone
+/// advances at most once per half rescan period.
+pub fn status_after_scan(
+    old: Option<&RecordingHoldStatus>,
+    generation: Option<i64>,
+    held: i64,
+    now: jiff::Timestamp,
+) -> Option<RecordingHoldStatus> {
+    let fresh = old.is_some_and(|o| {
+        o.observed_generation == generation
+            && o.held == held
+            && o.last_scan.as_ref().is_some_and(|t| {
+                now.duration_since(t.0)
+                    < jiff::SignedDuration::try_from(RESCAN / 2).unwrap_or_default()
+            })
+    });
+    (!fresh).then(|| RecordingHoldStatus {
+        observed_generation: generation,
+        held,
+        last_scan: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now)),
+        conditions: Vec::new(),
+    })
 }
 
 /// Deletes the hold's copies; the originals are untouched and follow their retention again.
@@ -270,6 +293,22 @@ mod tests {
 
     fn summary(user: &str, start: &str) -> Record {
         crate::archive::catalog::fixtures::record(user, start, &[])
+    }
+
+    #[test]
+    fn an_unchanged_scan_writes_no_status_so_the_hold_does_not_wake_itself() {
+        let t = |s: &str| -> jiff::Timestamp { s.parse().unwrap() };
+        let first = status_after_scan(None, Some(1), 3, t("2026-11-02T10:00:00Z")).unwrap();
+        assert_eq!(first.held, 3);
+        // The write wakes the controller at once: same generation, same count, just scanned.
+        assert_eq!(
+            status_after_scan(Some(&first), Some(1), 3, t("2026-11-02T10:00:01Z")),
+            None
+        );
+        // New recordings held, a changed spec, or a rescan period later: written.
+        assert!(status_after_scan(Some(&first), Some(1), 4, t("2026-11-02T10:00:01Z")).is_some());
+        assert!(status_after_scan(Some(&first), Some(2), 3, t("2026-11-02T10:00:01Z")).is_some());
+        assert!(status_after_scan(Some(&first), Some(1), 3, t("2026-11-02T10:05:00Z")).is_some());
     }
 
     #[test]
