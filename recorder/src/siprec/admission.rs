@@ -4,18 +4,84 @@
 use super::dialog::{rebuild_channels, uri_of};
 use super::*;
 
+/// Why a new session is refused; each cause has one answer (status, Warning, metric outcome).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    Draining,
+    /// At `maxCalls`, or above the CPU limit (the reason says which).
+    Full(&'static str),
+    Loop,
+    UnsupportedBody(String),
+    BadBody(String),
+    NoOffer,
+    BadOffer(String),
+    BadMetadata(String),
+    NoCodec,
+    NoPolicy,
+    NoPorts,
+}
+
+impl Refusal {
+    fn status(&self) -> (u16, &'static str) {
+        match self {
+            Refusal::Draining | Refusal::Full(_) | Refusal::NoPorts => (503, "Service Unavailable"),
+            Refusal::Loop => (482, "Loop Detected"),
+            Refusal::UnsupportedBody(_) => (415, "Unsupported Media Type"),
+            Refusal::BadBody(_) | Refusal::BadMetadata(_) => (400, "Bad Request"),
+            Refusal::NoOffer | Refusal::BadOffer(_) | Refusal::NoCodec => {
+                (488, "Not Acceptable Here")
+            }
+            Refusal::NoPolicy => (603, "Decline"),
+        }
+    }
+
+    fn warning(&self) -> Option<String> {
+        Some(match self {
+            Refusal::Draining => "draining".into(),
+            Refusal::Full(why) => why.to_string(),
+            Refusal::Loop => return None,
+            Refusal::UnsupportedBody(why)
+            | Refusal::BadBody(why)
+            | Refusal::BadOffer(why)
+            | Refusal::BadMetadata(why) => why.clone(),
+            Refusal::NoOffer => "an SDP offer is required".into(),
+            Refusal::NoCodec => {
+                "no stream in a codec the recorder decodes (PCMU, PCMA, G722, opus)".into()
+            }
+            Refusal::NoPolicy => "no recording policy for these participants".into(),
+            Refusal::NoPorts => "no free RTP port".into(),
+        })
+    }
+
+    fn outcome(&self) -> Outcome {
+        match self {
+            Refusal::Draining | Refusal::Full(_) | Refusal::NoPorts => Outcome::Busy,
+            Refusal::Loop | Refusal::BadBody(_) | Refusal::BadMetadata(_) => Outcome::BadRequest,
+            Refusal::UnsupportedBody(_)
+            | Refusal::NoOffer
+            | Refusal::BadOffer(_)
+            | Refusal::NoCodec => Outcome::Unusable,
+            Refusal::NoPolicy => Outcome::NotRecorded,
+        }
+    }
+}
+
+/// A session that passed admission: what the answer and the recording are made of.
+struct Admitted {
+    offer: Offer,
+    negotiated: Vec<sdp::StreamAnswer>,
+    metadata: Metadata,
+    identity: String,
+    policy: Arc<ActivePolicy>,
+    ports: Vec<u16>,
+}
+
 impl Srs {
-    pub(super) fn decline(
-        &mut self,
-        peer: Peer,
-        msg: &Message,
-        (status, reason): (u16, &str),
-        warning: Option<&str>,
-        outcome: Outcome,
-        now: Instant,
-    ) {
+    /// Answers a refused INVITE.
+    pub(super) fn decline(&mut self, peer: Peer, msg: &Message, refusal: Refusal, now: Instant) {
         let tag = self.unique();
         let retry = self.cfg.retry_after.to_string();
+        let (status, reason) = refusal.status();
         let mut extra: Vec<(&str, &str)> = Vec::new();
         if status == 503 {
             extra.push(("Retry-After", &retry));
@@ -26,7 +92,9 @@ impl Srs {
                 "application/sdp, multipart/mixed, application/rs-metadata+xml",
             ));
         }
-        let warning = warning.map(|w| format!("399 opname \"{}\"", w.replace('"', "'")));
+        let warning = refusal
+            .warning()
+            .map(|w| format!("399 opname \"{}\"", w.replace('"', "'")));
         if let Some(w) = &warning {
             extra.push(("Warning", w));
         }
@@ -42,130 +110,51 @@ impl Srs {
             },
             now,
         );
-        self.out.push(Action::Outcome(outcome));
+        self.out.push(Action::Outcome(refusal.outcome()));
     }
 
-    pub(super) fn on_invite(&mut self, peer: Peer, msg: &Message, now: Instant) {
+    /// Whether a new session may start at all (before its body is looked at).
+    fn capacity(&self, msg: &Message) -> Result<(), Refusal> {
         if self.draining {
-            return self.decline(
-                peer,
-                msg,
-                (503, "Service Unavailable"),
-                Some("draining"),
-                Outcome::Busy,
-                now,
-            );
+            return Err(Refusal::Draining);
         }
         if self.dialogs.len() >= self.cfg.max_calls || self.overloaded {
-            let why = if self.overloaded {
+            return Err(Refusal::Full(if self.overloaded {
                 "CPU overloaded"
             } else {
                 "at capacity"
-            };
-            return self.decline(
-                peer,
-                msg,
-                (503, "Service Unavailable"),
-                Some(why),
-                Outcome::Busy,
-                now,
-            );
+            }));
         }
         if self.dialogs.contains_key(msg.call_id()) {
-            return self.decline(
-                peer,
-                msg,
-                (482, "Loop Detected"),
-                None,
-                Outcome::BadRequest,
-                now,
-            );
+            return Err(Refusal::Loop);
         }
-        let trying = sip::response(&ReplyHeaders::of(msg), 100, "Trying", None, &[], None);
-        self.out.push(Action::Send { peer, data: trying });
-        let parts = match body::split(msg.header("Content-Type"), &msg.body) {
-            Ok(p) => p,
-            Err(BodyError::Unsupported(t)) => {
-                return self.decline(
-                    peer,
-                    msg,
-                    (415, "Unsupported Media Type"),
-                    Some(&t),
-                    Outcome::Unusable,
-                    now,
-                );
-            }
-            Err(e) => {
-                return self.decline(
-                    peer,
-                    msg,
-                    (400, "Bad Request"),
-                    Some(&e.to_string()),
-                    Outcome::BadRequest,
-                    now,
-                );
-            }
-        };
-        let Some(sdp_bytes) = parts.sdp else {
-            return self.decline(
-                peer,
-                msg,
-                (488, "Not Acceptable Here"),
-                Some("an SDP offer is required"),
-                Outcome::Unusable,
-                now,
-            );
-        };
-        let offer = match sdp::parse(sdp_bytes) {
-            Ok(o) => o,
-            Err(e) => {
-                return self.decline(
-                    peer,
-                    msg,
-                    (488, "Not Acceptable Here"),
-                    Some(&e.to_string()),
-                    Outcome::Unusable,
-                    now,
-                );
-            }
-        };
-        let metadata = match parts.metadata.map(metadata::parse).transpose() {
-            Ok(m) => m.unwrap_or_default(),
-            Err(e) => {
-                return self.decline(
-                    peer,
-                    msg,
-                    (400, "Bad Request"),
-                    Some(&e.to_string()),
-                    Outcome::BadRequest,
-                    now,
-                );
-            }
-        };
+        Ok(())
+    }
+
+    /// The INVITE's body, the policy that records it and RTP ports for its streams.
+    fn admit(&mut self, msg: &Message) -> Result<Admitted, Refusal> {
+        let parts = body::split(msg.header("Content-Type"), &msg.body).map_err(|e| match e {
+            BodyError::Unsupported(t) => Refusal::UnsupportedBody(t),
+            e => Refusal::BadBody(e.to_string()),
+        })?;
+        let sdp_bytes = parts.sdp.ok_or(Refusal::NoOffer)?;
+        let offer = sdp::parse(sdp_bytes).map_err(|e| Refusal::BadOffer(e.to_string()))?;
+        let metadata = parts
+            .metadata
+            .map(metadata::parse)
+            .transpose()
+            .map_err(|e| Refusal::BadMetadata(e.to_string()))?
+            .unwrap_or_default();
         let negotiated = offer.negotiate();
         if !negotiated.iter().any(|s| s.accepted()) {
-            return self.decline(
-                peer,
-                msg,
-                (488, "Not Acceptable Here"),
-                Some("no stream in a codec the recorder decodes (PCMU, PCMA, G722, opus)"),
-                Outcome::Unusable,
-                now,
-            );
+            return Err(Refusal::NoCodec);
         }
         let Some((identity, policy)) = self.match_policy(msg, &metadata) else {
             tracing::info!(
                 call_id = msg.call_id(),
                 "no recording policy matches a participant; declined"
             );
-            return self.decline(
-                peer,
-                msg,
-                (603, "Decline"),
-                Some("no recording policy for these participants"),
-                Outcome::NotRecorded,
-                now,
-            );
+            return Err(Refusal::NoPolicy);
         };
         let mut ports = vec![0u16; negotiated.len()];
         for (port, s) in ports.iter_mut().zip(&negotiated) {
@@ -177,18 +166,38 @@ impl Srs {
                             .iter()
                             .filter(|p| **p != 0)
                             .for_each(|p| self.ports.free(*p));
-                        return self.decline(
-                            peer,
-                            msg,
-                            (503, "Service Unavailable"),
-                            Some("no free RTP port"),
-                            Outcome::Busy,
-                            now,
-                        );
+                        return Err(Refusal::NoPorts);
                     }
                 }
             }
         }
+        Ok(Admitted {
+            offer,
+            negotiated,
+            metadata,
+            identity,
+            policy,
+            ports,
+        })
+    }
+
+    pub(super) fn on_invite(&mut self, peer: Peer, msg: &Message, now: Instant) {
+        if let Err(refusal) = self.capacity(msg) {
+            return self.decline(peer, msg, refusal, now);
+        }
+        let trying = sip::response(&ReplyHeaders::of(msg), 100, "Trying", None, &[], None);
+        self.out.push(Action::Send { peer, data: trying });
+        let Admitted {
+            offer,
+            negotiated,
+            metadata,
+            identity,
+            policy,
+            ports,
+        } = match self.admit(msg) {
+            Ok(a) => a,
+            Err(refusal) => return self.decline(peer, msg, refusal, now),
+        };
         let streams = build_streams(&negotiated, &ports, &metadata);
         let answer = sdp::answer(&offer, &negotiated, &ports, self.cfg.rtp_advertise, 1);
         let local_tag = self.unique();
@@ -340,4 +349,47 @@ pub(super) fn build_streams(
         })
         .collect();
     rebuild_channels(&streams, md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_has_its_answer() {
+        let cases = [
+            (Refusal::Draining, 503, Outcome::Busy),
+            (Refusal::Full("at capacity"), 503, Outcome::Busy),
+            (Refusal::NoPorts, 503, Outcome::Busy),
+            (Refusal::Loop, 482, Outcome::BadRequest),
+            (
+                Refusal::UnsupportedBody("text/plain".into()),
+                415,
+                Outcome::Unusable,
+            ),
+            (
+                Refusal::BadBody("no boundary".into()),
+                400,
+                Outcome::BadRequest,
+            ),
+            (
+                Refusal::BadMetadata("not XML".into()),
+                400,
+                Outcome::BadRequest,
+            ),
+            (Refusal::NoOffer, 488, Outcome::Unusable),
+            (
+                Refusal::BadOffer("no m-line".into()),
+                488,
+                Outcome::Unusable,
+            ),
+            (Refusal::NoCodec, 488, Outcome::Unusable),
+            (Refusal::NoPolicy, 603, Outcome::NotRecorded),
+        ];
+        for (refusal, status, outcome) in cases {
+            assert_eq!(refusal.status().0, status, "{refusal:?}");
+            assert_eq!(refusal.outcome(), outcome, "{refusal:?}");
+            assert_eq!(refusal.warning().is_none(), refusal == Refusal::Loop);
+        }
+    }
 }
