@@ -34,31 +34,10 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        b.worker_threads(n.max(1));
-    }
-    b.enable_all().build()
-}
-
 fn main() -> ExitCode {
     // One TLS crypto provider for the whole process (object_store's HTTP client needs it).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    init_logging();
+    edge::process::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, threads } => serve(config, threads),
@@ -92,7 +71,7 @@ fn serve(path: PathBuf, threads: Option<usize>) -> Result<(), String> {
                 .map_err(|e| format!("OPNAME_RTP_ADVERTISE={ip}: {e}"))?,
         );
     }
-    let rt = runtime(threads).map_err(|e| e.to_string())?;
+    let rt = edge::process::runtime(threads).map_err(|e| e.to_string())?;
     let (_tx, rx) = tokio::sync::watch::channel(false);
     rt.block_on(edge::run(Some(path), config, rx))
         .map_err(|e| e.to_string())

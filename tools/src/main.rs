@@ -53,31 +53,10 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = threads {
-        b.worker_threads(n.max(1));
-    }
-    b.enable_all().build()
-}
-
 fn main() -> ExitCode {
     // One TLS crypto provider for the whole process (object_store's HTTP client needs it).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    init_logging();
+    edge::process::init_logging();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { dir, seconds } => demo(dir, seconds),
@@ -90,40 +69,42 @@ fn main() -> ExitCode {
             callee,
             caller_audio,
             callee_audio,
-        } => runtime(None).map_err(|e| e.to_string()).and_then(|rt| {
-            let bind = if target.ip().is_loopback() {
-                target.ip()
-            } else {
-                [0, 0, 0, 0].into()
-            };
-            let [default_a, default_b] = loadgen::synthetic_audio();
-            let read = |p: Option<PathBuf>, default| match p {
-                Some(p) => std::fs::read(&p)
-                    .map(Into::into)
-                    .map_err(|e| format!("{}: {e}", p.display())),
-                None => Ok(default),
-            };
-            let audio = [
-                read(caller_audio, default_a)?,
-                read(callee_audio, default_b)?,
-            ];
-            let spec = loadgen::LoadSpec {
-                target,
-                bind,
-                calls,
-                duration: Duration::from_secs(seconds),
-                ramp: Duration::from_secs_f64(ramp),
-                caller,
-                callee,
-                audio,
-            };
-            let report = rt.block_on(loadgen::run(spec)).map_err(|e| e.to_string())?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-            );
-            Ok(())
-        }),
+        } => edge::process::runtime(None)
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                let bind = if target.ip().is_loopback() {
+                    target.ip()
+                } else {
+                    [0, 0, 0, 0].into()
+                };
+                let [default_a, default_b] = loadgen::synthetic_audio();
+                let read = |p: Option<PathBuf>, default| match p {
+                    Some(p) => std::fs::read(&p)
+                        .map(Into::into)
+                        .map_err(|e| format!("{}: {e}", p.display())),
+                    None => Ok(default),
+                };
+                let audio = [
+                    read(caller_audio, default_a)?,
+                    read(callee_audio, default_b)?,
+                ];
+                let spec = loadgen::LoadSpec {
+                    target,
+                    bind,
+                    calls,
+                    duration: Duration::from_secs(seconds),
+                    ramp: Duration::from_secs_f64(ramp),
+                    caller,
+                    callee,
+                    audio,
+                };
+                let report = rt.block_on(loadgen::run(spec)).map_err(|e| e.to_string())?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+                );
+                Ok(())
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,7 +132,7 @@ fn demo(dir: PathBuf, seconds: u64) -> Result<(), String> {
     let config_path = dir.join("recorder.yaml");
     std::fs::write(&config_path, &yaml).map_err(|e| e.to_string())?;
     let config = Config::parse(&yaml).map_err(|e| e.to_string())?;
-    let rt = runtime(None).map_err(|e| e.to_string())?;
+    let rt = edge::process::runtime(None).map_err(|e| e.to_string())?;
     rt.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(edge::run(Some(config_path), config, rx));

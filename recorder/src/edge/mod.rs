@@ -27,6 +27,7 @@ mod config_watch;
 mod core;
 pub mod cpu;
 mod media;
+pub mod process;
 mod sip;
 mod spool;
 mod upload;
