@@ -160,3 +160,104 @@ impl ControlPlane {
         kube::Client::try_from(config).expect("client")
     }
 }
+
+impl ControlPlane {
+    /// Installs the chart's CRDs and waits until the server has established each.
+    pub async fn install_crds(&self, client: &kube::Client) -> Vec<String> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+        let mut names = Vec::new();
+        for file in std::fs::read_dir(crate::workspace().join("charts/opname/crds")).expect("crds")
+        {
+            let text = std::fs::read_to_string(file.expect("crd file").path()).expect("crd");
+            let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("crd yaml");
+            names.push(crd.metadata.name.clone().unwrap_or_default());
+            crds.create(&kube::api::PostParams::default(), &crd)
+                .await
+                .unwrap_or_else(|e| panic!("the API server refused {:?}: {e}", crd.metadata.name));
+        }
+        for name in &names {
+            let mut established = false;
+            for _ in 0..100 {
+                let crd = crds.get(name).await.expect("crd");
+                established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                if established {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(established, "{name} not established");
+        }
+        // Discovery of the new group can lag establishment by a moment.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        names
+    }
+
+    /// Applies rendered documents (server-side apply as the test's admin).
+    pub async fn apply(&self, client: &kube::Client, docs: &[&serde_json::Value]) {
+        use kube::api::{DynamicObject, Patch, PatchParams};
+        use kube::core::{ApiResource, GroupVersionKind};
+        for doc in docs {
+            let (group, version) = match doc["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .split_once('/')
+            {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (
+                    String::new(),
+                    doc["apiVersion"].as_str().unwrap_or_default().to_string(),
+                ),
+            };
+            let gvk =
+                GroupVersionKind::gvk(&group, &version, doc["kind"].as_str().unwrap_or_default());
+            let ar = ApiResource::from_gvk(&gvk);
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            let api: kube::Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
+                Some(ns) => kube::Api::namespaced_with(client.clone(), ns, &ar),
+                None => kube::Api::all_with(client.clone(), &ar),
+            };
+            api.patch(
+                name,
+                &PatchParams::apply("opname-tests"),
+                &Patch::Apply(doc),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("apply {} {name}: {e}", doc["kind"]));
+        }
+    }
+
+    /// A kubeconfig holding a token of ServiceAccount `ns/name` (TokenRequest), and nothing else.
+    pub async fn service_account_kubeconfig(
+        &self,
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+    ) -> String {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(vec!["https://kubernetes.default.svc".into()]),
+                expiration_seconds: Some(3600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let answer = sas
+            .create_token_request(name, &kube::api::PostParams::default(), &request)
+            .await
+            .expect("token request");
+        let token = answer.status.and_then(|s| s.token).expect("token");
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: sa, namespace: {ns}}}\ncurrent-context: test\n",
+            self.url
+        )
+    }
+}

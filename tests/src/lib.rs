@@ -13,6 +13,7 @@ pub mod apiserver;
 pub mod audio;
 pub mod controlplane;
 pub mod garage;
+pub mod helm;
 pub mod kubelet;
 pub mod s3;
 pub mod smtp;

@@ -1,44 +1,9 @@
 //! The Helm chart renders and lints with Helm's own code (PyPI `helm-python-sdk`), for the
 //! default values and for the other modes, and what it renders is what the operator reads.
 
-use std::process::Command;
-
 use opname_operator::settings::{RtpMode, Settings};
-use opname_tests::workspace;
+use opname_tests::helm::render;
 use serde_json::{Value, json};
-
-fn render(values: Value) -> (Value, Vec<Value>) {
-    let probe = Command::new("python3")
-        .args(["-c", "import helm_python"])
-        .status()
-        .expect("python3");
-    assert!(
-        probe.success(),
-        "helm-python-sdk is not installed: pip install helm-python-sdk (bash .ci/run installs it)"
-    );
-    let out = Command::new("python3")
-        .arg(workspace().join("tests/helm/render_chart.py"))
-        .arg(workspace().join("charts/opname"))
-        .arg(values.to_string())
-        .output()
-        .expect("render_chart.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut docs = Vec::new();
-    for (path, text) in v["manifests"].as_object().unwrap() {
-        if !path.ends_with(".yaml") {
-            continue;
-        }
-        let parsed: Vec<Value> = serde_saphyr::from_multiple(text.as_str().unwrap())
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
-        docs.extend(parsed.into_iter().filter(|d| d.is_object()));
-    }
-    (v["lint"].clone(), docs)
-}
 
 fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()

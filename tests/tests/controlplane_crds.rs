@@ -4,13 +4,9 @@
 //! `from` after `to`, a changed erasure), the schema refuses a retention outside 1..=3650, and
 //! valid resources are stored.
 
-use std::time::Duration;
-
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use opname_tests::controlplane::ControlPlane;
-use opname_tests::workspace;
 use serde_json::json;
 
 fn api(client: &kube::Client, kind: &str, plural: &str) -> Api<DynamicObject> {
@@ -46,35 +42,8 @@ async fn chart_crds_compile_and_their_rules_hold_on_a_real_api_server() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cp = ControlPlane::start();
     let client = cp.client().await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let dir = workspace().join("charts/opname/crds");
-    let mut names = Vec::new();
-    for file in std::fs::read_dir(&dir).unwrap() {
-        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).unwrap();
-        names.push(crd.metadata.name.clone().unwrap());
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .unwrap_or_else(|e| panic!("the API server refused {:?}: {e}", crd.metadata.name));
-    }
+    let names = cp.install_crds(&client).await;
     assert_eq!(names.len(), 4, "{names:?}");
-    for name in &names {
-        let mut established = false;
-        for _ in 0..100 {
-            let crd = crds.get(name).await.unwrap();
-            established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            if established {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        assert!(established, "{name} not established");
-    }
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -83,8 +52,6 @@ async fn chart_crds_compile_and_their_rules_hold_on_a_real_api_server() {
         )
         .await
         .unwrap();
-    // Discovery of the new group can lag establishment by a moment.
-    tokio::time::sleep(Duration::from_secs(1)).await;
 
     let pp = PostParams::default();
     let erasures = api(&client, "RecordingErasure", "recordingerasures");

@@ -1,0 +1,144 @@
+//! The real `opname-operator` on a real kube-apiserver, holding only a token of the chart's
+//! ServiceAccount with the chart's RBAC (rendered by Helm's own code): it wins its leader Lease,
+//! reconciles a RecordingPolicy into the namespace's recorder ConfigMap and Deployment by
+//! server-side apply, and reports the policy Ready — no cluster-admin anywhere in its path.
+
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use opname_tests::controlplane::ControlPlane;
+use opname_tests::helm::render;
+use serde_json::json;
+
+#[tokio::test]
+async fn the_operator_with_the_charts_rbac_reconciles_a_policy() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let cp = ControlPlane::start();
+    let admin = cp.client().await;
+    cp.install_crds(&admin).await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for ns in ["opname-system", "acme"] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let (_, docs) = render(json!({"store": {"url": format!("file://{}", store.display())}}));
+    let rbac: Vec<&serde_json::Value> = docs
+        .iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some(
+                    "ServiceAccount"
+                        | "ClusterRole"
+                        | "ClusterRoleBinding"
+                        | "Role"
+                        | "RoleBinding"
+                )
+            )
+        })
+        .collect();
+    assert!(rbac.len() >= 4, "{rbac:?}");
+    cp.apply(&admin, &rbac).await;
+    let sa = rbac
+        .iter()
+        .find(|d| d["kind"] == "ServiceAccount" && d["metadata"]["name"] == "opname-operator")
+        .expect("the operator's ServiceAccount");
+    let kubeconfig = cp
+        .service_account_kubeconfig(
+            &admin,
+            "opname-system",
+            sa["metadata"]["name"].as_str().unwrap(),
+        )
+        .await;
+    let settings = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["data"]["operator.yaml"].is_string())
+        .expect("the operator's ConfigMap");
+    let settings_path = dir.path().join("operator.yaml");
+    std::fs::write(
+        &settings_path,
+        settings["data"]["operator.yaml"].as_str().unwrap(),
+    )
+    .unwrap();
+    let _operator = opname_tests::operator(&kubeconfig, dir.path(), &settings_path);
+
+    let gvk = GroupVersionKind::gvk("opname.dev", "v1alpha1", "RecordingPolicy");
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        "acme",
+        &ApiResource::from_gvk_with_plural(&gvk, "recordingpolicies"),
+    );
+    let policy: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "opname.dev/v1alpha1", "kind": "RecordingPolicy",
+        "metadata": {"name": "alice", "namespace": "acme"},
+        "spec": {"user": "alice@acme.example", "identities": ["tel:+31201234567"], "retentionDays": 90},
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+
+    let log = || std::fs::read_to_string(dir.path().join("operator.log")).unwrap_or_default();
+    let mut ready = false;
+    for _ in 0..300 {
+        let p = policies.get("alice").await.unwrap();
+        ready = p.data["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready,
+        "the policy never became Ready; operator log:\n{}",
+        log()
+    );
+    let cm = Api::<ConfigMap>::namespaced(admin.clone(), "acme")
+        .get("opname-recorder")
+        .await
+        .unwrap();
+    let config =
+        opname_model::config::Config::parse(cm.data.as_ref().unwrap()["recorder.yaml"].as_str())
+            .unwrap();
+    assert_eq!(config.policies[0].user, "alice@acme.example");
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), "acme")
+        .get("opname-recorder")
+        .await
+        .unwrap();
+    assert_eq!(
+        deployment.metadata.managed_fields.unwrap()[0]
+            .manager
+            .as_deref(),
+        Some("opname-operator"),
+        "applied by the operator's own field manager"
+    );
+    let lease = Api::<Lease>::namespaced(admin.clone(), "opname-system")
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        lease.items.iter().any(|l| l
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_ref())
+            .is_some()),
+        "the operator holds its leader Lease"
+    );
+    assert!(!log().contains("forbidden"), "{}", log());
+}
