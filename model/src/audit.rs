@@ -1,7 +1,11 @@
 //! The audit object opname writes for every deletion or release it makes itself (sweeper,
 //! erasure, hold release), stored under the layout's `audit/` prefix.
 
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
+
+use crate::layout::Layout;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -48,5 +52,17 @@ impl Audit {
     pub fn to_json(&self) -> Vec<u8> {
         // Strings and lists of strings only: serialising cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Stores it where the layout puts audit objects, stamped with its own time.
+    pub async fn write(
+        &self,
+        store: &dyn ObjectStore,
+        layout: &Layout,
+        name: &str,
+    ) -> Result<Path, object_store::Error> {
+        let key = layout.audit(self.when, name);
+        store.put(&key, self.to_json().into()).await?;
+        Ok(key)
     }
 }

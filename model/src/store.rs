@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use object_store::ObjectStore;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +54,14 @@ pub fn open(url: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
         ),
         _ => return Err(StoreError::Scheme(url.to_string())),
     })
+}
+
+/// Deletes an object; one already gone counts as deleted.
+pub async fn delete(store: &dyn ObjectStore, key: &Path) -> Result<(), object_store::Error> {
+    match store.delete(key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

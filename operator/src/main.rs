@@ -257,7 +257,7 @@ async fn run(
         async {
             if let Some(ctx) = archive::context(&client, settings, metrics) {
                 tokio::join!(
-                    archive::run(ctx.clone(), stop.clone()),
+                    archive::controllers::run(ctx.clone(), stop.clone()),
                     export::controller::run(ctx, stop),
                 );
             }

@@ -169,27 +169,7 @@ impl Catalog {
 
     /// Writes an audit object for deletions opname makes itself.
     pub async fn audit(&self, name: &str, audit: &Audit) -> Result<Path, CatalogError> {
-        Ok(write_audit(self.store.as_ref(), &self.layout, name, audit).await?)
-    }
-}
-
-/// Writes an audit object where the layout puts it, stamped with the audit's time.
-pub async fn write_audit(
-    store: &dyn ObjectStore,
-    layout: &Layout,
-    name: &str,
-    audit: &Audit,
-) -> Result<Path, object_store::Error> {
-    let key = layout.audit(audit.when, name);
-    store.put(&key, audit.to_json().into()).await?;
-    Ok(key)
-}
-
-/// Deletes an object; one already gone counts as deleted.
-pub async fn delete(store: &dyn ObjectStore, key: &Path) -> Result<(), object_store::Error> {
-    match store.delete(key).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e),
+        Ok(audit.write(self.store.as_ref(), &self.layout, name).await?)
     }
 }
 

@@ -14,7 +14,6 @@ use opname_model::identity::normalize;
 use opname_model::audit::Audit;
 use opname_model::record::Record;
 
-use crate::archive::catalog;
 use crate::archive::{Context, Error};
 use crate::crd::{ErasurePhase, RecordingErasure, RecordingErasureSpec, RecordingErasureStatus};
 
@@ -98,7 +97,7 @@ pub async fn reconcile(erasure: Arc<RecordingErasure>, ctx: Arc<Context>) -> Res
         }
         // Audio first: a record never outlives its audio.
         for key in [&entry.audio, &entry.record] {
-            catalog::delete(store.as_ref(), key).await?;
+            opname_model::store::delete(store.as_ref(), key).await?;
             deleted_keys.push(key.to_string());
         }
         ctx.metrics.erased_objects.inc_by(2);

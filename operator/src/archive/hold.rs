@@ -23,7 +23,7 @@ use opname_model::audit::Audit;
 use opname_model::layout::{self, day_path, month_path};
 use opname_model::record::Record;
 
-use crate::archive::catalog::{self, Catalog, Entry};
+use crate::archive::catalog::{Catalog, Entry};
 use crate::archive::{Context, Error};
 use crate::crd::{RecordingHold, RecordingHoldSpec, RecordingHoldStatus};
 
@@ -231,7 +231,7 @@ async fn release(hold: &RecordingHold, ctx: &Context) -> Result<Action, Error> {
         )
     });
     for key in &keys {
-        catalog::delete(store.as_ref(), key).await?;
+        opname_model::store::delete(store.as_ref(), key).await?;
         if let Some(id) = layout::id_of(key) {
             deleted.insert(id.to_string());
         }

@@ -16,7 +16,7 @@ use object_store::path::Path;
 use opname_model::layout::day_path;
 use serde::{Deserialize, Serialize};
 
-use crate::archive::catalog::{self, Catalog, CatalogError};
+use crate::archive::catalog::{Catalog, CatalogError};
 
 /// What the call list needs of one recording.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,7 +156,7 @@ pub async fn invalidate(catalog: &Catalog, ns: &str) {
             .try_collect()
             .await?;
         for k in &keys {
-            catalog::delete(store.as_ref(), k).await?;
+            opname_model::store::delete(store.as_ref(), k).await?;
         }
         Ok(())
     }

@@ -4,16 +4,12 @@
 //! client, the store's catalog and the Event recorder.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
-use kube::runtime::controller::{Action, Controller};
+use kube::Client;
 use kube::runtime::events::{EventType, Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
 
 use crate::archive::catalog::{Catalog, CatalogError};
-use crate::crd::{RecordingErasure, RecordingHold};
+
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 
@@ -42,6 +38,7 @@ impl Error {
 }
 
 pub mod catalog;
+pub mod controllers;
 pub mod erasure;
 pub mod hold;
 pub mod index;
@@ -64,12 +61,6 @@ impl Context {
     ) {
         crate::kube::publish(&self.recorder, on, type_, reason, "Retention", note).await;
     }
-}
-
-pub fn error_policy<K: ResourceExt>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, label = error.metric_label(), "request failed; retrying");
-    ctx.metrics.failures.inc();
-    Action::requeue(Duration::from_secs(15))
 }
 
 /// The shared context, or `None` (logged) when the store cannot be opened.
@@ -99,28 +90,4 @@ pub fn context(client: &Client, settings: Settings, metrics: Arc<Metrics>) -> Op
 /// Waits until `stop` says so.
 pub async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-/// Runs the hold and erasure controllers until `stop` resolves.
-pub async fn run(ctx: Arc<Context>, stop: tokio::sync::watch::Receiver<bool>) {
-    let client = ctx.client.clone();
-    let holds = Controller::new(
-        Api::<RecordingHold>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(stopped(stop.clone()))
-    .run(crate::archive::hold::reconcile, error_policy, ctx.clone())
-    .for_each(|_| async {});
-    let erasures = Controller::new(
-        Api::<RecordingErasure>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(stopped(stop.clone()))
-    .run(
-        crate::archive::erasure::reconcile,
-        error_policy,
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    futures::join!(holds, erasures);
 }

@@ -21,7 +21,7 @@ use zip::write::SimpleFileOptions;
 use opname_model::layout::month_path;
 use opname_model::record::Record;
 
-use crate::archive::catalog::{self, Catalog, CatalogError, Entry};
+use crate::archive::catalog::{Catalog, CatalogError, Entry};
 use crate::export::names::{party, safe_component, stamp};
 
 /// Upload chunk (S3's minimum part size, so memory stays small) and how many may be in flight.
@@ -454,7 +454,7 @@ pub async fn run(
         .try_collect()
         .await?;
     for old in listed.iter().filter(|k| !keep.contains(k.as_ref())) {
-        catalog::delete(store.as_ref(), old).await?;
+        opname_model::store::delete(store.as_ref(), old).await?;
     }
     Ok(parts)
 }
@@ -468,7 +468,7 @@ pub async fn remove(catalog: &Catalog, ns: &str, name: &str) -> Result<usize, Ex
         .try_collect()
         .await?;
     for key in &listed {
-        catalog::delete(store.as_ref(), key).await?;
+        opname_model::store::delete(store.as_ref(), key).await?;
     }
     Ok(listed.len())
 }

@@ -79,7 +79,18 @@ pub async fn run(
     };
     let store = controller.store();
     let retention = crate::retention::Enforced::default();
-    crate::retention::start(&settings, store.clone(), metrics.clone(), retention.clone());
+    let objects = crate::store::open(&settings.store)
+        .inspect_err(
+            |e| tracing::error!(error = %e, "retention sweeper is off: cannot open the store"),
+        )
+        .ok();
+    crate::retention::start(
+        &settings,
+        store.clone(),
+        objects,
+        metrics.clone(),
+        retention.clone(),
+    );
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         store,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::reflector::Store;
+use object_store::ObjectStore;
 
 use crate::crd::RecordingPolicy;
 use crate::metrics::Metrics;
@@ -19,9 +20,12 @@ pub mod sweeper;
 pub type Enforced = Arc<std::sync::RwLock<Option<rules::Enforcement>>>;
 
 /// Starts the lifecycle loop (S3 with lifecycle management on) or the sweeper loop.
+///
+/// `store` is `None` when it could not be opened (the caller said why): then the sweeper is off.
 pub fn start(
     settings: &Settings,
     policies: Store<RecordingPolicy>,
+    store: Option<Arc<dyn ObjectStore>>,
     metrics: Arc<Metrics>,
     enforced: Enforced,
 ) {
@@ -32,8 +36,8 @@ pub fn start(
             metrics,
             enforced,
         ));
-    } else {
-        tokio::spawn(sweeper_loop(settings.clone(), metrics, enforced));
+    } else if let Some(store) = store {
+        tokio::spawn(sweeper_loop(settings.clone(), store, metrics, enforced));
     }
 }
 
@@ -101,14 +105,12 @@ async fn lifecycle_loop(
 }
 
 /// Retention without lifecycle rules: sweep every interval.
-async fn sweeper_loop(settings: Settings, metrics: Arc<Metrics>, enforced: Enforced) {
-    let store = match crate::store::open(&settings.store) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "retention sweeper is off: cannot open the store");
-            return;
-        }
-    };
+async fn sweeper_loop(
+    settings: Settings,
+    store: Arc<dyn ObjectStore>,
+    metrics: Arc<Metrics>,
+    enforced: Enforced,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(
         settings.retention.interval_seconds.max(10),
     ));

@@ -14,7 +14,6 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use opname_model::audit::Audit;
 use opname_model::layout::{self, Layout, Object};
 
-use crate::archive::catalog;
 use crate::retention::rules;
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +75,7 @@ pub async fn sweep(
             let sizes: u64 = meta.size;
             let planned = rules::sweep_recording(&layout, &objects, now);
             for k in &planned {
-                catalog::delete(store, &Path::from(k.as_str())).await?;
+                opname_model::store::delete(store, &Path::from(k.as_str())).await?;
                 report.deleted.push(k.clone());
                 tokio::time::sleep(pause).await;
             }
@@ -92,7 +91,7 @@ pub async fn sweep(
             let created = jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis())
                 .unwrap_or(now);
             if rules::expired(created, archive_days, now) {
-                catalog::delete(store, &meta.location).await?;
+                opname_model::store::delete(store, &meta.location).await?;
                 report.deleted.push(meta.location.to_string());
                 report.bytes += meta.size;
                 tokio::time::sleep(pause).await;
@@ -108,7 +107,7 @@ pub async fn sweep(
                 now,
             )
         };
-        catalog::write_audit(store, &layout, "sweeper", &audit).await?;
+        audit.write(store, &layout, "sweeper").await?;
     }
     Ok(report)
 }

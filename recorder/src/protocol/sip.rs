@@ -403,6 +403,19 @@ pub fn response(
     out
 }
 
+/// The URI in a From/To/Contact header value (`"A" <sip:a@b>;tag=x` → `sip:a@b`).
+pub fn uri_of(header: &str) -> String {
+    match (header.find('<'), header.find('>')) {
+        (Some(a), Some(b)) if a < b => header[a + 1..b].to_string(),
+        _ => header
+            .split(';')
+            .next()
+            .unwrap_or(header)
+            .trim()
+            .to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

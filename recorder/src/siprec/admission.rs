@@ -1,8 +1,9 @@
 //! Admission of a new recording session: the INVITE's body, the policy that records it, the
 //! capacity to take it, and the answer — or one refusal.
 
-use super::dialog::{rebuild_channels, uri_of};
+use super::streams::build_streams;
 use super::*;
+use crate::protocol::sip::uri_of;
 
 /// Why a new session is refused; each cause has one answer (status, Warning, metric outcome).
 #[derive(Debug, Clone, PartialEq)]
@@ -322,33 +323,6 @@ impl Srs {
             .find_map(|aor| self.policies.lookup(aor))
             .map(|(key, policy)| (key.to_string(), policy))
     }
-}
-
-/// Streams with channels: the first participant (by convention the caller) on the left, everyone
-/// else on the right; by position when the metadata does not associate streams; a lone stream
-/// (a mixed one) on both.
-pub(super) fn build_streams(
-    negotiated: &[sdp::StreamAnswer],
-    ports: &[u16],
-    md: &Metadata,
-) -> Vec<MediaStream> {
-    let streams: Vec<MediaStream> = negotiated
-        .iter()
-        .map(|s| MediaStream {
-            index: s.index,
-            port: if s.accepted() {
-                ports.get(s.index).copied().unwrap_or(0)
-            } else {
-                0
-            },
-            codec: s.codec,
-            telephone_event: s.telephone_event,
-            paused: s.paused,
-            label: s.label.clone(),
-            channel: Channel::Both,
-        })
-        .collect();
-    rebuild_channels(&streams, md)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Recording sessions as SIP dialogs: re-offers (RFC 7866 §8), BYE, and hang-up by the core.
 
-use super::admission::build_streams;
+use super::streams::{build_streams, rebuild_channels};
 use super::*;
 
 impl Srs {
@@ -278,40 +278,4 @@ impl Srs {
             .find(|(_, d)| d.call == call)
             .map(|(k, _)| k.clone())
     }
-}
-
-pub(super) fn uri_of(header: &str) -> String {
-    match (header.find('<'), header.find('>')) {
-        (Some(a), Some(b)) if a < b => header[a + 1..b].to_string(),
-        _ => header
-            .split(';')
-            .next()
-            .unwrap_or(header)
-            .trim()
-            .to_string(),
-    }
-}
-
-pub(super) fn rebuild_channels(streams: &[MediaStream], md: &Metadata) -> Vec<MediaStream> {
-    let accepted = streams.iter().filter(|s| s.port != 0).count();
-    let mut position = 0;
-    streams
-        .iter()
-        .map(|s| {
-            let mut s = s.clone();
-            if s.port == 0 {
-                return s;
-            }
-            let by_metadata = s.label.as_deref().and_then(|l| md.sender_of_label(l));
-            s.channel = match (accepted, by_metadata) {
-                (1, _) => Channel::Both,
-                (_, Some(0)) => Channel::Left,
-                (_, Some(_)) => Channel::Right,
-                (_, None) if position == 0 => Channel::Left,
-                (_, None) => Channel::Right,
-            };
-            position += 1;
-            s
-        })
-        .collect()
 }

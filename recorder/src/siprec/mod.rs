@@ -16,6 +16,7 @@ use policy::{ActivePolicy, PolicyTable};
 mod admission;
 mod dialog;
 pub mod policy;
+mod streams;
 mod transaction;
 use crate::protocol::metadata::{self, Metadata};
 use crate::protocol::sdp::{self, Codec, Offer};
