@@ -260,4 +260,44 @@ impl ControlPlane {
             self.url
         )
     }
+
+    /// Creates plain namespaces.
+    pub async fn namespaces(&self, client: &kube::Client, names: &[&str]) {
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client.clone());
+        for name in names {
+            let ns = serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+                .expect("namespace");
+            api.create(&kube::api::PostParams::default(), &ns)
+                .await
+                .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+        }
+    }
+
+    /// Renders the chart with `values`, applies its ServiceAccounts and RBAC, and returns every
+    /// rendered document.
+    pub async fn install_chart_rbac(
+        &self,
+        client: &kube::Client,
+        values: serde_json::Value,
+    ) -> Vec<serde_json::Value> {
+        let (_, docs) = crate::helm::render(values);
+        let rbac: Vec<&serde_json::Value> = docs
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d["kind"].as_str(),
+                    Some(
+                        "ServiceAccount"
+                            | "ClusterRole"
+                            | "ClusterRoleBinding"
+                            | "Role"
+                            | "RoleBinding"
+                    )
+                )
+            })
+            .collect();
+        assert!(rbac.len() >= 4, "the chart renders its RBAC: {rbac:?}");
+        self.apply(client, &rbac).await;
+        docs
+    }
 }

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use opname_tests::controlplane::ControlPlane;
-use opname_tests::helm::render;
 use serde_json::json;
 
 #[tokio::test]
@@ -22,35 +21,14 @@ async fn the_operator_with_the_charts_rbac_reconciles_a_policy() {
     let cp = ControlPlane::start();
     let admin = cp.client().await;
     cp.install_crds(&admin).await;
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    for ns in ["opname-system", "acme"] {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
-    }
-    let (_, docs) = render(json!({"store": {"url": format!("file://{}", store.display())}}));
-    let rbac: Vec<&serde_json::Value> = docs
-        .iter()
-        .filter(|d| {
-            matches!(
-                d["kind"].as_str(),
-                Some(
-                    "ServiceAccount"
-                        | "ClusterRole"
-                        | "ClusterRoleBinding"
-                        | "Role"
-                        | "RoleBinding"
-                )
-            )
-        })
-        .collect();
-    assert!(rbac.len() >= 4, "{rbac:?}");
-    cp.apply(&admin, &rbac).await;
-    let sa = rbac
+    cp.namespaces(&admin, &["opname-system", "acme"]).await;
+    let docs = cp
+        .install_chart_rbac(
+            &admin,
+            json!({"store": {"url": format!("file://{}", store.display())}}),
+        )
+        .await;
+    let sa = docs
         .iter()
         .find(|d| d["kind"] == "ServiceAccount" && d["metadata"]["name"] == "opname-operator")
         .expect("the operator's ServiceAccount");

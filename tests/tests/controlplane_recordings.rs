@@ -4,10 +4,9 @@
 //! the real SubjectAccessReview (403), a made-up token by the real TokenReview (401), and the
 //! viewer is refused in a namespace where it has no binding.
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use opname_tests::controlplane::ControlPlane;
-use opname_tests::helm::render;
 use serde_json::json;
 
 /// The bearer token inside a kubeconfig the harness wrote.
@@ -38,32 +37,13 @@ async fn real_token_and_access_reviews_decide_who_lists_recordings() {
     let cp = ControlPlane::start();
     let admin = cp.client().await;
     cp.install_crds(&admin).await;
-    for ns in ["opname-system", "acme", "other"] {
-        Api::<Namespace>::all(admin.clone())
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
-            )
-            .await
-            .unwrap();
-    }
-    let (_, docs) = render(json!({"store": {"url": format!("file://{}", store_root.display())}}));
-    let rbac: Vec<&serde_json::Value> = docs
-        .iter()
-        .filter(|d| {
-            matches!(
-                d["kind"].as_str(),
-                Some(
-                    "ServiceAccount"
-                        | "ClusterRole"
-                        | "ClusterRoleBinding"
-                        | "Role"
-                        | "RoleBinding"
-                )
-            )
-        })
-        .collect();
-    cp.apply(&admin, &rbac).await;
+    cp.namespaces(&admin, &["opname-system", "acme", "other"])
+        .await;
+    cp.install_chart_rbac(
+        &admin,
+        json!({"store": {"url": format!("file://{}", store_root.display())}}),
+    )
+    .await;
     let service_kubeconfig = cp
         .service_account_kubeconfig(&admin, "opname-system", "opname-operator")
         .await;
