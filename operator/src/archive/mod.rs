@@ -25,9 +25,13 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-impl Error {
-    /// A short label for metrics and logs.
-    pub fn metric_label(&self) -> &'static str {
+/// A controller error's short label, for metrics and logs.
+pub trait MetricLabel {
+    fn metric_label(&self) -> &'static str;
+}
+
+impl MetricLabel for Error {
+    fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::Catalog(_) => "catalog",
@@ -35,6 +39,17 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
         }
     }
+}
+
+/// What the archive and export controllers do after a failed reconcile: log, count, retry in 15 s.
+pub fn error_policy<K: kube::ResourceExt, E: std::fmt::Display + MetricLabel>(
+    obj: std::sync::Arc<K>,
+    error: &E,
+    ctx: std::sync::Arc<Context>,
+) -> kube::runtime::controller::Action {
+    tracing::warn!(name = %obj.name_any(), namespace = ?obj.namespace(), %error, label = error.metric_label(), "request failed; retrying");
+    ctx.metrics.failures.inc();
+    kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(15))
 }
 
 pub mod catalog;

@@ -27,9 +27,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use sha2::Digest;
 
-use crate::archive::Context;
 use crate::archive::catalog::Catalog;
 use crate::archive::catalog::CatalogError;
+use crate::archive::{Context, MetricLabel, error_policy};
 use crate::crd::{BulkExport, ExportPart, ExportPhase, ExportProgress, RecordingPolicy};
 use crate::export::links::LinkError;
 use crate::export::links::{LinkSigner, parse_ttl};
@@ -60,9 +60,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-impl Error {
-    /// A short label for metrics and logs.
-    pub fn metric_label(&self) -> &'static str {
+impl MetricLabel for Error {
+    fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
             Error::Catalog(_) => "catalog",
@@ -72,12 +71,6 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
         }
     }
-}
-
-fn error_policy(bex: Arc<BulkExport>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(name = %bex.name_any(), namespace = ?bex.namespace(), %error, label = error.metric_label(), "export failed; retrying");
-    ctx.metrics.failures.inc();
-    Action::requeue(Duration::from_secs(15))
 }
 
 /// Runs the BulkExport controller until `stop` resolves.

@@ -173,36 +173,14 @@ impl Srs {
                     d.invite_branch = msg.branch().map(str::to_string);
                 }
             }
-            None => self.reply(
-                peer,
-                msg,
-                Reply {
-                    status: 200,
-                    reason: "OK",
-                    to_tag: None,
-                    extra: &[],
-                    body: None,
-                },
-                now,
-            ),
+            None => self.reply(peer, msg, Reply::OK, now),
         }
         self.dialogs.insert(msg.call_id().to_string(), d);
     }
 
     pub(super) fn on_bye(&mut self, peer: Peer, msg: &Message, now: Instant) {
         if self.in_dialog(msg).is_none() {
-            return self.reply(
-                peer,
-                msg,
-                Reply {
-                    status: 481,
-                    reason: "Call/Transaction Does Not Exist",
-                    to_tag: Some("opname"),
-                    extra: &[],
-                    body: None,
-                },
-                now,
-            );
+            return self.reply(peer, msg, Reply::NO_DIALOG, now);
         }
         if let Some(d) = self.dialogs.remove(msg.call_id()) {
             self.release(&d);
@@ -211,18 +189,7 @@ impl Srs {
                 reason: EndReason::Bye,
             });
         }
-        self.reply(
-            peer,
-            msg,
-            Reply {
-                status: 200,
-                reason: "OK",
-                to_tag: None,
-                extra: &[],
-                body: None,
-            },
-            now,
-        );
+        self.reply(peer, msg, Reply::OK, now);
     }
 
     pub(super) fn release(&mut self, d: &Dialog) {

@@ -242,6 +242,25 @@ struct Reply<'a> {
     body: Option<(&'a str, &'a [u8])>,
 }
 
+impl Reply<'static> {
+    /// A bare 200 OK.
+    const OK: Self = Reply {
+        status: 200,
+        reason: "OK",
+        to_tag: None,
+        extra: &[],
+        body: None,
+    };
+    /// No such dialog or transaction (RFC 3261 §12.2.2).
+    const NO_DIALOG: Self = Reply {
+        status: 481,
+        reason: "Call/Transaction Does Not Exist",
+        to_tag: Some("opname"),
+        extra: &[],
+        body: None,
+    };
+}
+
 /// The recording server core. See the module docs.
 pub struct Srs {
     cfg: CoreConfig,

@@ -102,60 +102,16 @@ impl Srs {
                     });
                 if invite {
                     // The INVITE was already answered; the CANCEL has no effect (RFC 3261 §9.2).
-                    self.reply(
-                        peer,
-                        msg,
-                        Reply {
-                            status: 200,
-                            reason: "OK",
-                            to_tag: None,
-                            extra: &[],
-                            body: None,
-                        },
-                        now,
-                    );
+                    self.reply(peer, msg, Reply::OK, now);
                 } else {
-                    self.reply(
-                        peer,
-                        msg,
-                        Reply {
-                            status: 481,
-                            reason: "Call/Transaction Does Not Exist",
-                            to_tag: Some("opname"),
-                            extra: &[],
-                            body: None,
-                        },
-                        now,
-                    );
+                    self.reply(peer, msg, Reply::NO_DIALOG, now);
                 }
             }
             rsip::Method::Info | rsip::Method::Notify => {
                 if self.in_dialog(msg).is_some() {
-                    self.reply(
-                        peer,
-                        msg,
-                        Reply {
-                            status: 200,
-                            reason: "OK",
-                            to_tag: None,
-                            extra: &[],
-                            body: None,
-                        },
-                        now,
-                    );
+                    self.reply(peer, msg, Reply::OK, now);
                 } else {
-                    self.reply(
-                        peer,
-                        msg,
-                        Reply {
-                            status: 481,
-                            reason: "Call/Transaction Does Not Exist",
-                            to_tag: Some("opname"),
-                            extra: &[],
-                            body: None,
-                        },
-                        now,
-                    );
+                    self.reply(peer, msg, Reply::NO_DIALOG, now);
                 }
             }
             _ => {
