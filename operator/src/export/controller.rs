@@ -171,6 +171,37 @@ fn accepted(bex: &BulkExport, ok: bool, reason: &str, message: &str) -> Conditio
     )
 }
 
+/// Writes status fields only if the export is still as `observed` (its resourceVersion is the
+/// precondition): a reconcile working from a stale cache gets 409 and is retried, instead of
+/// writing `Pending` over what the Job has written since.
+async fn patch_status_observed(
+    api: &Api<BulkExport>,
+    observed: &BulkExport,
+    status: serde_json::Value,
+) -> Result<(), kube::Error> {
+    api.patch_status(
+        &observed.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({
+            "metadata": { "resourceVersion": observed.resource_version() },
+            "status": status,
+        })),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Applies the export's Job (idempotent: the same Job for the same export).
+async fn apply_job(jobs: &Api<Job>, ns: &str, name: &str, ctx: &Context) -> Result<(), Error> {
+    jobs.patch(
+        &job_name(ns, name),
+        &PatchParams::apply(crate::kube::MANAGER).force(),
+        &Patch::Apply(&job(ns, name, &ctx.settings)),
+    )
+    .await?;
+    Ok(())
+}
+
 pub async fn patch_status(
     api: &Api<BulkExport>,
     name: &str,
@@ -222,9 +253,9 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                 jiff::Timestamp::now(),
             ) {
                 Err(refusal) => {
-                    patch_status(
+                    patch_status_observed(
                         &api,
-                        &name,
+                        bex,
                         serde_json::json!({
                             "phase": ExportPhase::Failed,
                             "message": refusal.message,
@@ -238,16 +269,11 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                     Ok(Action::requeue(Duration::from_secs(1)))
                 }
                 Ok(note) => {
-                    jobs.patch(
-                        &job_name(&ns, &name),
-                        &PatchParams::apply(crate::kube::MANAGER).force(),
-                        &Patch::Apply(&job(&ns, &name, &ctx.settings)),
-                    )
-                    .await?;
+                    // Pending first, then the Job: once the Job exists it owns the status.
                     let message = note.clone().unwrap_or_else(|| "export Job started".into());
-                    patch_status(
+                    patch_status_observed(
                         &api,
-                        &name,
+                        bex,
                         serde_json::json!({
                             "phase": ExportPhase::Pending,
                             "message": note,
@@ -255,14 +281,20 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                         }),
                     )
                     .await?;
+                    apply_job(&jobs, &ns, &name, ctx).await?;
                     ctx.event(&oref, EventType::Normal, "Started", message)
                         .await;
                     Ok(Action::requeue(Duration::from_secs(10)))
                 }
             }
         }
-        Some(ExportPhase::Pending | ExportPhase::Running) => {
+        Some(phase @ (ExportPhase::Pending | ExportPhase::Running)) => {
             let job = jobs.get_opt(&job_name(&ns, &name)).await?;
+            if job.is_none() && phase == ExportPhase::Pending {
+                // Accepted but the Job not made yet (the operator stopped in between).
+                apply_job(&jobs, &ns, &name, ctx).await?;
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
             let failed = job
                 .as_ref()
                 .and_then(|j| j.status.as_ref())
