@@ -4,7 +4,7 @@
 //!
 //! 10,000 recordings of one day go into the store (the local directory store, or moto on loopback
 //! for S3). The service runs in this process with its TokenReview/SubjectAccessReview answered by
-//! the API-server emulator; each request is a real HTTP request with a bearer token. Measured:
+//! a real kube-apiserver (`tests/controlplane/`); each request is a real HTTP request with a bearer token. Measured:
 //! - cold: the day has no index yet (the first listing builds it: one listing of the day and one
 //!   GET per record),
 //! - first page: a freshly started service (nothing in memory, reviews not cached) with the
@@ -20,7 +20,7 @@ use futures::StreamExt;
 use object_store::ObjectStore;
 use opname_operator::archive::catalog::Catalog;
 use opname_operator::recordings::{self, Service};
-use opname_tests::apiserver::ApiServer;
+use opname_tests::controlplane::{ControlPlane, User};
 
 const COUNT: u32 = 10_000;
 
@@ -105,16 +105,28 @@ fn main() {
             "stored {COUNT} recordings in {:.1}s",
             t.elapsed().as_secs_f64()
         );
-        let server = ApiServer::start(&opname_tests::workspace().join("crds")).await;
-        server.add_token("bench", "admin", &[]);
-        server.grant("admin", "list", "opname.dev", "recordings", "acme");
-        let config = kube::Config::from_custom_kubeconfig(
-            kube::config::Kubeconfig::from_yaml(&server.kubeconfig()).unwrap(),
-            &Default::default(),
-        )
-        .await
-        .unwrap();
-        let client = kube::Client::try_from(config).unwrap();
+        // A real kube-apiserver answers the service's TokenReview and SubjectAccessReview.
+        let server = ControlPlane::start_with(&[User {
+            token: "bench",
+            name: "admin",
+            groups: &[],
+        }])
+        .await;
+        let client = server.client().await;
+        server
+            .install(
+                &["acme"],
+                serde_json::json!({"store": {"url": "file:///unused"}}),
+            )
+            .await;
+        server
+            .bind(
+                "acme",
+                "ClusterRole",
+                "opname-recordings-viewer",
+                ("User", "admin"),
+            )
+            .await;
         let catalog = Catalog::new(store.clone(), "recordings");
         let http = reqwest::Client::new();
         let (mut cold, mut first, mut cached) = (Vec::new(), Vec::new(), Vec::new());

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The operator end-to-end scenario on a real cluster (kind), where one exists. CI here cannot run
-# it: these machines have no container engine and no Kubernetes (see tests/tests/operator_e2e.rs
-# for the same scenario against the API-server emulator). Needs: docker, kind, kubectl, helm,
+# it: these machines have no container engine (tests/tests/operator_e2e.rs runs the same scenario
+# on a real control plane whose Pods are processes). Needs: docker, kind, kubectl, helm,
 # sipp, sox, espeak-ng, curl.
 #
 #   tests/e2e/run-kind.sh            # create cluster, install, record one call, check, tear down

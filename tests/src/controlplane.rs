@@ -2,8 +2,12 @@
 //! by `tests/controlplane/build.sh` (k8s v1.37.2, etcd v3.6.16), with `--authorization-mode=Node,RBAC`,
 //! the default admission plugins (PodSecurity included) and ServiceAccount token issuance.
 //!
-//! The test authenticates with a static token in `system:masters`; the serving certificate is the
-//! API server's own self-signed one (the kubeconfig skips its verification, on loopback only).
+//! The test authenticates with a static token in `system:masters`; people of an organisation
+//! ([`User`]) get static tokens too, and their rights come only from RoleBindings. The serving
+//! certificate is the API server's own self-signed one (kubeconfigs skip its verification, on
+//! loopback only). [`ControlPlane::start_controllers`] adds kube-controller-manager (Deployments,
+//! ReplicaSets, Jobs, garbage collection, namespaces, ServiceAccounts, EndpointSlices, node
+//! lifecycle) with one service-account credential per controller; `kubelet.rs` is the node.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -28,11 +32,27 @@ fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A person with a static token: `name` and `groups` are what TokenReview answers.
+pub struct User<'a> {
+    pub token: &'a str,
+    pub name: &'a str,
+    pub groups: &'a [&'a str],
+}
+
+/// A kubeconfig for `url` with a bearer token and a default namespace.
+pub fn kubeconfig(url: &str, token: &str, namespace: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user, namespace: {namespace}}}\ncurrent-context: test\n"
+    )
+}
+
 pub struct ControlPlane {
     pub url: String,
     pub token: String,
     pub kubeconfig: PathBuf,
-    // Dropped in reverse: the API server before etcd, then the directory.
+    client: kube::Client,
+    // Dropped in order: the controllers, the API server, etcd, then the directory.
+    controllers: Option<Proc>,
     _apiserver: Proc,
     _etcd: Proc,
     _dir: tempfile::TempDir,
@@ -49,17 +69,35 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 }
 
 impl ControlPlane {
-    pub fn start() -> Self {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The control plane with static tokens for `users` beside the admin's.
+    pub async fn start_with(users: &[User<'_>]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         openssl(d, &["genrsa", "-out", "sa.key", "2048"]);
         openssl(d, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"]);
         let token = format!("opname-test-{}", std::process::id());
+        let mut tokens = format!("{token},opname-test-admin,opname-test-admin,system:masters\n");
+        for u in users {
+            tokens += &format!(
+                "{},{},{},\"{}\"\n",
+                u.token,
+                u.name,
+                u.name,
+                u.groups.join(",")
+            );
+        }
+        std::fs::write(d.join("tokens.csv"), tokens).expect("token file");
+        // Audit what everyone but the test itself and the control plane's own controllers asks,
+        // so that a test can see every request a ServiceAccount of the chart was refused.
         std::fs::write(
-            d.join("tokens.csv"),
-            format!("{token},opname-test-admin,opname-test-admin,system:masters\n"),
+            d.join("audit-policy.yaml"),
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: None\n  users: [opname-test-admin, system:kube-controller-manager, system:apiserver]\n- level: None\n  userGroups: [\"system:serviceaccounts:kube-system\", \"system:nodes\"]\n- level: Metadata\n",
         )
-        .expect("token file");
+        .expect("audit policy");
         let (client, peer, secure) = (free_port(), free_port(), free_port());
         let etcd_log = std::fs::File::create(d.join("etcd.log")).expect("etcd log");
         let etcd = Proc::spawn(
@@ -93,6 +131,14 @@ impl ControlPlane {
                 ))
                 .arg("--authorization-mode=Node,RBAC")
                 .arg(format!(
+                    "--audit-policy-file={}",
+                    d.join("audit-policy.yaml").display()
+                ))
+                .arg(format!(
+                    "--audit-log-path={}",
+                    d.join("audit.log").display()
+                ))
+                .arg(format!(
                     "--service-account-key-file={}",
                     d.join("sa.pub").display()
                 ))
@@ -108,13 +154,7 @@ impl ControlPlane {
         );
         let url = format!("https://127.0.0.1:{secure}");
         let kubeconfig = d.join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: admin}}\ncurrent-context: test\n"
-            ),
-        )
-        .expect("kubeconfig");
+        std::fs::write(&kubeconfig, self::kubeconfig(&url, &token, "default")).expect("kubeconfig");
         let ready = wait_until(Duration::from_secs(90), || {
             if let Ok(Some(_)) = apiserver.child.try_wait() {
                 return true;
@@ -138,10 +178,19 @@ impl ControlPlane {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+        let config = kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("client config");
+        let client = kube::Client::try_from(config).expect("client");
         Self {
             url,
             token,
             kubeconfig,
+            client,
+            controllers: None,
             _apiserver: apiserver,
             _etcd: etcd,
             _dir: dir,
@@ -150,14 +199,158 @@ impl ControlPlane {
 
     /// A client with the admin token.
     pub async fn client(&self) -> kube::Client {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .expect("client config");
-        kube::Client::try_from(config).expect("client")
+        self.client.clone()
+    }
+
+    /// Starts kube-controller-manager and waits until it has made the `default` ServiceAccount
+    /// of namespace `default` (its service-account controller runs).
+    pub async fn start_controllers(&mut self) {
+        let d = self._dir.path();
+        let log = std::fs::File::create(d.join("controller-manager.log")).expect("kcm log");
+        self.controllers = Some(Proc::spawn(
+            "kube-controller-manager",
+            Command::new(binary("kube-controller-manager"))
+                .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+                .args(["--leader-elect=false", "--bind-address=127.0.0.1"])
+                .arg(format!("--secure-port={}", free_port()))
+                .arg("--use-service-account-credentials=true")
+                .arg(format!(
+                    "--service-account-private-key-file={}",
+                    d.join("sa.key").display()
+                ))
+                .arg(format!(
+                    "--root-ca-file={}",
+                    d.join("certs/apiserver.crt").display()
+                ))
+                // Fast enough for tests: controllers resync and rate-limit in seconds anyway.
+                .arg("--concurrent-deployment-syncs=2")
+                .stdout(Stdio::null())
+                .stderr(log),
+        ));
+        let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(self.client.clone(), "default");
+        for _ in 0..600 {
+            if let Ok(Some(_)) = sas.get_opt("default").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "kube-controller-manager made no ServiceAccount in a minute: {}",
+            self.log("controller-manager.log")
+        );
+    }
+
+    /// The last lines of one of the control plane's logs.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self._dir.path().join(name))
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A kubeconfig holding the admin token.
+    pub fn admin_kubeconfig(&self) -> String {
+        kubeconfig(&self.url, &self.token, "default")
+    }
+}
+
+/// Requests as raw HTTP, for tests that assert status codes and messages as a client sees them.
+impl ControlPlane {
+    /// `method path` with a body as the admin; the status code and the JSON answer.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(body.as_bytes().to_vec())
+            .expect("request");
+        let response = self
+            .client
+            .send(request.map(kube::client::Body::from))
+            .await
+            .expect("API server reachable");
+        let code = response.status().as_u16();
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("answer")
+            .to_bytes();
+        (code, serde_json::from_slice(&bytes).unwrap_or_default())
+    }
+
+    fn path(group: &str, version: &str, plural: &str, namespace: Option<&str>) -> String {
+        let base = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        match namespace {
+            Some(ns) => format!("{base}/namespaces/{ns}/{plural}"),
+            None => format!("{base}/{plural}"),
+        }
+    }
+
+    /// Every object of a kind (in a namespace), from a synchronous test closure: needs the
+    /// multi-threaded runtime.
+    pub fn list(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Vec<serde_json::Value> {
+        let path = Self::path(group, version, plural, namespace);
+        let (code, body) = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(self.request("GET", &path, "", ""))
+        });
+        assert_eq!(code, 200, "GET {path}: {body}");
+        body["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Creates each document of a YAML stream as the admin: (status code, answer) per document.
+    pub async fn create_yaml(&self, yaml: &str) -> Vec<(u16, serde_json::Value)> {
+        let mut out = Vec::new();
+        for doc in serde_saphyr::from_multiple::<serde_json::Value>(yaml).expect("yaml") {
+            if doc.is_null() {
+                continue;
+            }
+            let (group, version) = match doc["apiVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .split_once('/')
+            {
+                Some((g, v)) => (g.to_string(), v.to_string()),
+                None => (
+                    String::new(),
+                    doc["apiVersion"].as_str().unwrap_or_default().to_string(),
+                ),
+            };
+            let gvk = kube::core::GroupVersionKind::gvk(
+                &group,
+                &version,
+                doc["kind"].as_str().unwrap_or_default(),
+            );
+            let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
+                .await
+                .unwrap_or_else(|e| panic!("discovery of {gvk:?}: {e}"));
+            let namespace = (caps.scope == kube::discovery::Scope::Namespaced)
+                .then(|| doc["metadata"]["namespace"].as_str().unwrap_or("default"));
+            let path = Self::path(&group, &version, &resource.plural, namespace);
+            out.push(
+                self.request("POST", &path, "application/json", &doc.to_string())
+                    .await,
+            );
+        }
+        out
     }
 }
 
@@ -255,10 +448,7 @@ impl ControlPlane {
             .await
             .expect("token request");
         let token = answer.status.and_then(|s| s.token).expect("token");
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    insecure-skip-tls-verify: true\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: sa, namespace: {ns}}}\ncurrent-context: test\n",
-            self.url
-        )
+        kubeconfig(&self.url, &token, ns)
     }
 
     /// Creates plain namespaces.
@@ -271,6 +461,21 @@ impl ControlPlane {
                 .await
                 .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
         }
+    }
+
+    /// Labels a namespace to enforce the `restricted` Pod Security Standard.
+    pub async fn restrict(&self, namespace: &str) {
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+            kube::Api::all(self.client.clone());
+        let patch = serde_json::json!({"metadata": {"labels": {
+            "pod-security.kubernetes.io/enforce": "restricted"}}});
+        api.patch(
+            namespace,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("label {namespace}: {e}"));
     }
 
     /// Renders the chart with `values`, applies its ServiceAccounts and RBAC, and returns every
@@ -299,5 +504,91 @@ impl ControlPlane {
         assert!(rbac.len() >= 4, "the chart renders its RBAC: {rbac:?}");
         self.apply(client, &rbac).await;
         docs
+    }
+}
+
+impl ControlPlane {
+    /// What a platform engineer's install leaves: the chart's CRDs, ServiceAccounts and RBAC
+    /// (rendered with `values`), the `opname-system` namespace and the organisation namespaces
+    /// `organisations`. Returns a kubeconfig with a token of the operator's ServiceAccount.
+    pub async fn install(&self, organisations: &[&str], values: serde_json::Value) -> String {
+        let admin = self.client.clone();
+        self.install_crds(&admin).await;
+        let mut names = vec!["opname-system"];
+        names.extend_from_slice(organisations);
+        self.namespaces(&admin, &names).await;
+        self.install_chart_rbac(&admin, values).await;
+        self.service_account_kubeconfig(&admin, "opname-system", "opname-operator")
+            .await
+    }
+}
+
+impl ControlPlane {
+    /// Binds `role` (`ClusterRole` or `Role`) to a `User` or `Group` in `namespace`.
+    pub async fn bind(&self, namespace: &str, role_kind: &str, role: &str, subject: (&str, &str)) {
+        let binding = serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": format!("{}-{}", role, subject.1.replace('@', "-at-")), "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": subject.0, "name": subject.1}],
+        });
+        self.apply(&self.client, &[&binding]).await;
+    }
+}
+
+impl ControlPlane {
+    /// Requests of users whose name starts with `user` that were refused (403), as
+    /// `verb group/resource namespace/name`, from the API server's audit log.
+    pub fn forbidden(&self, user: &str) -> Vec<String> {
+        self.audited(user)
+            .into_iter()
+            .filter(|(_, code)| *code == 403)
+            .map(|(request, _)| request)
+            .collect()
+    }
+
+    /// Every audited request of users whose name starts with `user`, with its status code.
+    pub fn audited(&self, user: &str) -> Vec<(String, u16)> {
+        let log = std::fs::read_to_string(self._dir.path().join("audit.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| {
+                e["user"]["username"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with(user))
+            })
+            .map(|e| {
+                let o = &e["objectRef"];
+                let resource = match o["subresource"].as_str() {
+                    Some(sub) => format!("{}/{sub}", o["resource"].as_str().unwrap_or_default()),
+                    None => o["resource"].as_str().unwrap_or_default().to_string(),
+                };
+                (
+                    format!(
+                        "{} {}/{resource} {}/{} ({})",
+                        e["verb"].as_str().unwrap_or_default(),
+                        o["apiGroup"].as_str().unwrap_or_default(),
+                        o["namespace"].as_str().unwrap_or_default(),
+                        o["name"].as_str().unwrap_or_default(),
+                        e["user"]["username"].as_str().unwrap_or_default(),
+                    ),
+                    e["responseStatus"]["code"].as_u64().unwrap_or_default() as u16,
+                )
+            })
+            .collect()
+    }
+}
+
+impl ControlPlane {
+    /// The chart's ServiceAccounts (namespace `opname-system`) made requests, and the API server
+    /// refused none of them: the chart's RBAC grants every verb the code used.
+    pub fn assert_chart_rbac_sufficed(&self) {
+        let sa = "system:serviceaccount:opname-system:";
+        assert!(
+            !self.audited(sa).is_empty(),
+            "no request of the chart's ServiceAccounts was audited"
+        );
+        let refused = self.forbidden(sa);
+        assert!(refused.is_empty(), "the chart's RBAC refused: {refused:#?}");
     }
 }

@@ -1,61 +1,85 @@
-//! A process kubelet: runs the containers of the emulator's Deployments as local processes.
+//! A process kubelet for the real control plane (`controlplane.rs`): one Node whose Pods run as
+//! local processes.
 //!
-//! For each Deployment it keeps `spec.replicas` processes of the pod template running, from the
-//! container's args and env: `image` names a binary of this workspace, `fieldRef` env gets the
-//! pod's name and `127.0.0.1` for its IPs, `secretRef`/`secretKeyRef` read Secrets from the
-//! emulator, ConfigMap volumes are projected into a directory (and re-projected when the
-//! ConfigMap changes, as a kubelet does), `emptyDir` gets a directory, and mount paths in args
-//! are rewritten to those directories. All pods share loopback here, so the kubelet gives each
-//! pod its own ports by rewriting the listen addresses in the projected recorder configuration
-//! (a real pod has its own network namespace). A changed pod template restarts the pods.
+//! It registers Node [`NODE`], keeps its `Ready` condition and its Lease in `kube-node-lease`
+//! fresh (a node that stops renewing is tainted and its pods evicted by the real node lifecycle
+//! controller), and binds unscheduled Pods to itself through the `binding` subresource: with one
+//! node there is nothing for kube-scheduler to choose. It runs each bound Pod's first container
+//! from the Pod as the real controllers made it (Deployment → ReplicaSet → Pod, Job → Pod):
+//! `image` names a binary of this workspace; `env` (values, `fieldRef`, `secretKeyRef`,
+//! `configMapKeyRef`) and `envFrom` come from the real Secrets and ConfigMaps; ConfigMap volumes
+//! are projected into a directory and re-projected when the ConfigMap changes; `emptyDir` gets a
+//! directory; mount paths in args are rewritten to those directories; a Pod with an automounted
+//! service-account token gets `KUBECONFIG` with a token of its own ServiceAccount, bound to the
+//! Pod (TokenRequest), as a real pod's projected token.
 //!
-//! Jobs run one pod at a time until it exits 0 (status `succeeded`, condition `Complete`); a pod
-//! that fails is counted in `failed` and started again until `backoffLimit` is exhausted
-//! (condition `Failed`); a deleted Job's pod is killed. Every pod gets `KUBECONFIG` pointing at
-//! the emulator, as a real pod gets its service-account token and the in-cluster address.
+//! It reports phase, `podIP` (`127.0.0.1`), container state and restart count, and `Ready` from
+//! the container's HTTP readiness probe. A container that exits is restarted by `restartPolicy`
+//! (`Always`, `OnFailure`; with the kubelet's back-off, 10 s doubling) or ends the Pod
+//! `Succeeded`/`Failed` (`Never`). A Pod being deleted gets its `preStop` sleep, then SIGTERM,
+//! then SIGKILL once its grace period is over, and is removed (grace 0) when the process is gone.
+//!
+//! All pods share loopback here, so each pod gets its own ports: the kubelet rewrites the listen
+//! addresses in a projected recorder configuration and maps the container's `http` port for the
+//! probe (a real pod has its own network namespace). Not done: liveness probes, resource limits,
+//! running as the Pod's user, init and sidecar containers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod as KPod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::{Value, json};
 
-use crate::apiserver::ApiServer;
 use crate::{Proc, free_port, free_port_block};
 
-/// A running pod.
+/// The one Node.
+pub const NODE: &str = "opname-test-node";
+
+/// A pod this kubelet runs.
 pub struct Pod {
     pub name: String,
     pub namespace: String,
-    pub deployment: String,
+    pub uid: String,
+    /// Kind and name of the controller that owns the Pod (`ReplicaSet`, `Job`).
+    pub owner: (String, String),
     pub sip: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
     pub dir: PathBuf,
-    template: Value,
     config_maps: BTreeMap<String, String>,
-    /// Held so that the process ends with the pod.
-    _process: Proc,
+    process: Option<Proc>,
+    restarts: i32,
+    ready: bool,
+    started_at: String,
+    /// When the container may start again (restart back-off).
+    restart_at: Option<Instant>,
+    terminating: Option<Terminating>,
+    reported: Value,
+}
+
+struct Terminating {
+    since: Instant,
+    grace: Duration,
+    pre_stop: Duration,
+    term_sent: bool,
 }
 
 impl Pod {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
-}
 
-/// A running pod of a Job.
-pub struct JobPod {
-    pub namespace: String,
-    pub job: String,
-    uid: String,
-    pub pod: Pod,
+    fn running(&self) -> bool {
+        self.process.is_some()
+    }
 }
 
 pub struct Kubelet {
-    pub pods: Arc<std::sync::Mutex<Vec<Pod>>>,
-    pub job_pods: Arc<std::sync::Mutex<Vec<JobPod>>>,
+    pub pods: Arc<Mutex<Vec<Pod>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -69,217 +93,716 @@ impl Drop for Kubelet {
 }
 
 impl Kubelet {
-    /// `images`: image name prefix → local binary.
-    pub fn start(server: Arc<ApiServer>, images: HashMap<String, PathBuf>, root: PathBuf) -> Self {
-        let pods: Arc<std::sync::Mutex<Vec<Pod>>> = Arc::default();
-        let job_pods: Arc<std::sync::Mutex<Vec<JobPod>>> = Arc::default();
-        let (p, j) = (pods.clone(), job_pods.clone());
-        let task = tokio::spawn(async move {
-            let mut n = 0u32;
-            loop {
-                sync(&server, &images, &root, &p, &mut n);
-                sync_jobs(&server, &images, &root, &j, &mut n).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Self {
-            pods,
-            job_pods,
-            task,
-        }
+    /// Registers the Node and starts running its Pods. `images`: image name prefix → binary.
+    pub async fn start(
+        cp: &crate::controlplane::ControlPlane,
+        images: HashMap<String, PathBuf>,
+        root: PathBuf,
+    ) -> Self {
+        let client = cp.client().await;
+        register(&client).await;
+        let pods: Arc<Mutex<Vec<Pod>>> = Arc::default();
+        let state = State {
+            client,
+            url: cp.url.clone(),
+            images,
+            root,
+            pods: pods.clone(),
+            errors: HashMap::new(),
+        };
+        let task = tokio::spawn(state.run());
+        Self { pods, task }
     }
 
-    /// Kills the running pod of a Job (as a node failure would); returns whether there was one.
+    /// Kills the running container of a Job's pod (as a crash would); whether there was one.
     pub fn kill_job_pod(&self, job_prefix: &str) -> bool {
-        self.job_pods.lock().is_ok_and(|p| {
+        self.pods.lock().is_ok_and(|p| {
             p.iter()
-                .find(|p| p.job.starts_with(job_prefix))
-                .map(|p| p.pod._process.signal("KILL"))
+                .find(|p| p.owner.0 == "Job" && p.owner.1.starts_with(job_prefix) && p.running())
+                .and_then(|p| p.process.as_ref())
+                .map(|p| p.signal("KILL"))
                 .is_some()
         })
     }
 
-    /// (SIP address, HTTP address) of each running pod of a namespace.
+    /// Whether a container runs for a Job whose name contains `part`.
+    pub fn runs_job(&self, part: &str) -> bool {
+        self.pods.lock().is_ok_and(|p| {
+            p.iter()
+                .any(|p| p.owner.0 == "Job" && p.owner.1.contains(part) && p.running())
+        })
+    }
+
+    /// (SIP address, HTTP address) of each pod of a namespace whose container runs.
     pub fn endpoints(&self, namespace: &str) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
         self.pods
             .lock()
             .map(|p| {
                 p.iter()
-                    .filter(|p| p.namespace == namespace)
+                    .filter(|p| p.namespace == namespace && p.running())
                     .map(|p| (p.sip, p.http))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Names of the pods of a namespace whose container runs.
+    pub fn running(&self, namespace: &str) -> Vec<String> {
+        self.pods
+            .lock()
+            .map(|p| {
+                p.iter()
+                    .filter(|p| p.namespace == namespace && p.running())
+                    .map(|p| p.name.clone())
                     .collect()
             })
             .unwrap_or_default()
     }
 }
 
-/// Runs Jobs' pods and writes their outcome into the Jobs' status.
-async fn sync_jobs(
-    server: &ApiServer,
-    images: &HashMap<String, PathBuf>,
-    root: &Path,
-    pods: &std::sync::Mutex<Vec<JobPod>>,
-    n: &mut u32,
-) {
-    let jobs = server.list("batch", "v1", "jobs", None);
-    let mut outcomes = Vec::new();
-    {
-        let Ok(mut pods) = pods.lock() else { return };
-        // Pods of deleted Jobs are killed (dropping the process kills it).
-        pods.retain(|p| jobs.iter().any(|j| j["metadata"]["uid"] == p.uid.as_str()));
-        pods.retain_mut(|p| match p.pod._process.child.try_wait() {
-            Ok(Some(status)) => {
-                outcomes.push((p.namespace.clone(), p.job.clone(), status.success()));
-                false
-            }
-            _ => true,
-        });
-        for j in &jobs {
-            let (ns, name, uid) = (
-                j["metadata"]["namespace"].as_str().unwrap_or_default(),
-                j["metadata"]["name"].as_str().unwrap_or_default(),
-                j["metadata"]["uid"].as_str().unwrap_or_default(),
-            );
-            let finished = j["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["status"] == "True"));
-            let exited_now = outcomes.iter().any(|(o_ns, o, _)| o_ns == ns && o == name);
-            if finished || exited_now || pods.iter().any(|p| p.uid == uid) {
-                continue;
-            }
-            *n += 1;
-            let volumes = j["spec"]["template"]["spec"]["volumes"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let maps = config_maps(server, ns, &volumes);
-            let pod_name = format!("{name}-{n:04}");
-            match start_pod(server, images, root, ns, name, &pod_name, j, &maps) {
-                Ok(pod) => pods.push(JobPod {
-                    namespace: ns.to_string(),
-                    job: name.to_string(),
-                    uid: uid.to_string(),
-                    pod,
-                }),
-                Err(e) => eprintln!("kubelet: cannot start {ns}/{pod_name}: {e}"),
-            }
-        }
-    }
-    for (ns, name, ok) in outcomes {
-        let Some(j) = jobs.iter().find(|j| {
-            j["metadata"]["namespace"] == ns.as_str() && j["metadata"]["name"] == name.as_str()
-        }) else {
-            continue;
-        };
-        let now = jiff::Timestamp::now().to_string();
-        let failed = j["status"]["failed"].as_u64().unwrap_or(0) + u64::from(!ok);
-        let limit = j["spec"]["backoffLimit"].as_u64().unwrap_or(6);
-        let status = if ok {
-            serde_json::json!({"succeeded": 1, "failed": failed, "completionTime": now,
-                "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": now}]})
-        } else if failed > limit {
-            serde_json::json!({"failed": failed,
-                "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": now}]})
-        } else {
-            serde_json::json!({"failed": failed})
-        };
-        let (code, body) = server
-            .request(
-                "PATCH",
-                &format!("/apis/batch/v1/namespaces/{ns}/jobs/{name}/status"),
-                "application/merge-patch+json",
-                &serde_json::json!({ "status": status }).to_string(),
-            )
-            .await;
-        if code != 200 {
-            eprintln!("kubelet: cannot update Job {ns}/{name}: {code} {body}");
-        }
-    }
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
 }
 
-fn config_maps(server: &ApiServer, ns: &str, volumes: &[Value]) -> BTreeMap<String, String> {
-    let cms = server.list("", "v1", "configmaps", Some(ns));
-    let mut out = BTreeMap::new();
-    for v in volumes {
-        if let Some(name) = v["configMap"]["name"].as_str()
-            && let Some(cm) = cms.iter().find(|c| c["metadata"]["name"] == name)
-        {
-            for (k, val) in cm["data"].as_object().into_iter().flatten() {
-                out.insert(
-                    format!("{}/{k}", v["name"].as_str().unwrap_or_default()),
-                    val.as_str().unwrap_or_default().to_string(),
-                );
-            }
-        }
-    }
-    out
-}
-
-fn sync(
-    server: &ApiServer,
-    images: &HashMap<String, PathBuf>,
-    root: &Path,
-    pods: &std::sync::Mutex<Vec<Pod>>,
-    n: &mut u32,
-) {
-    let deployments = server.list("apps", "v1", "deployments", None);
-    let Ok(mut pods) = pods.lock() else { return };
-    // Pods whose Deployment is gone or whose template changed stop.
-    pods.retain(|p| {
-        deployments.iter().any(|d| {
-            d["metadata"]["namespace"] == p.namespace.as_str()
-                && d["metadata"]["name"] == p.deployment.as_str()
-                && d["spec"]["template"] == p.template
-        })
+async fn register(client: &kube::Client) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {"kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"}},
     });
-    for d in &deployments {
-        let ns = d["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let name = d["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let volumes = d["spec"]["template"]["spec"]["volumes"]
-            .as_array()
-            .cloned()
+    nodes
+        .patch(
+            NODE,
+            &PatchParams::apply("opname-kubelet"),
+            &Patch::Apply(&node),
+        )
+        .await
+        .expect("register the Node");
+    heartbeat(client).await;
+}
+
+/// The Node's Ready condition and its Lease, renewed as a kubelet does.
+async fn heartbeat(client: &kube::Client) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let t = now();
+    let capacity =
+        json!({"cpu": "64", "memory": "256Gi", "pods": "250", "ephemeral-storage": "100Gi"});
+    let status = json!({"status": {
+        "capacity": capacity, "allocatable": capacity,
+        "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": NODE}],
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "process kubelet", "lastHeartbeatTime": t, "lastTransitionTime": t}],
+        "nodeInfo": {"kubeletVersion": "v1.37.2", "operatingSystem": "linux", "architecture": "amd64",
+            "containerRuntimeVersion": "process://", "kernelVersion": "", "osImage": "", "kubeProxyVersion": "",
+            "machineID": "", "systemUUID": "", "bootID": ""},
+    }});
+    if let Err(e) = nodes
+        .patch_status(NODE, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+    {
+        eprintln!("kubelet: node status: {e}");
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": NODE, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": NODE, "leaseDurationSeconds": 40,
+                 "renewTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()},
+    });
+    if let Err(e) = leases
+        .patch(
+            NODE,
+            &PatchParams::apply("opname-kubelet").force(),
+            &Patch::Apply(&lease),
+        )
+        .await
+    {
+        eprintln!("kubelet: node lease: {e}");
+    }
+}
+
+struct State {
+    client: kube::Client,
+    /// The API server's address, for the pods' kubeconfigs.
+    url: String,
+    images: HashMap<String, PathBuf>,
+    root: PathBuf,
+    pods: Arc<Mutex<Vec<Pod>>>,
+    /// Last start error per pod uid, printed once.
+    errors: HashMap<String, String>,
+}
+
+fn owner_of(p: &KPod) -> (String, String) {
+    p.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| (o.kind.clone(), o.name.clone()))
+        .unwrap_or_default()
+}
+
+impl State {
+    async fn run(mut self) {
+        let mut beat = Instant::now();
+        loop {
+            if beat.elapsed() > Duration::from_secs(10) {
+                heartbeat(&self.client).await;
+                beat = Instant::now();
+            }
+            self.sync().await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn sync(&mut self) {
+        let all: Api<KPod> = Api::all(self.client.clone());
+        let Ok(list) = all.list(&ListParams::default()).await else {
+            return;
+        };
+        let ours: Vec<&KPod> = list
+            .items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(NODE))
+            .collect();
+        for p in list.items.iter().filter(|p| {
+            p.spec.as_ref().is_some_and(|s| s.node_name.is_none())
+                && p.metadata.deletion_timestamp.is_none()
+        }) {
+            self.bind(p).await;
+        }
+        // Pods removed from the API (forced deletion) stop at once.
+        let uids: Vec<String> = ours.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.retain(|p| uids.contains(&p.uid));
+        }
+        for p in ours {
+            self.sync_pod(p).await;
+        }
+    }
+
+    async fn bind(&self, p: &KPod) {
+        let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) else {
+            return;
+        };
+        let api: Api<KPod> = Api::namespaced(self.client.clone(), ns);
+        let binding = json!({"apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "uid": p.metadata.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}});
+        if let Err(e) = api
+            .create_subresource::<Value, Value>("binding", name, &PostParams::default(), &binding)
+            .await
+        {
+            eprintln!("kubelet: bind {ns}/{name}: {e}");
+        }
+    }
+
+    async fn sync_pod(&mut self, p: &KPod) {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let uid = p.metadata.uid.clone().unwrap_or_default();
+        let api: Api<KPod> = Api::namespaced(self.client.clone(), &ns);
+        let spec = p.spec.clone().unwrap_or_default();
+        let Some(container) = spec.containers.first().cloned() else {
+            return;
+        };
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
             .unwrap_or_default();
-        let maps = config_maps(server, &ns, &volumes);
-        // Re-project changed ConfigMaps into running pods.
-        for p in pods
-            .iter_mut()
-            .filter(|p| p.namespace == ns && p.deployment == name && p.config_maps != maps)
-        {
-            project(&p.dir, &maps, p.sip.port(), p.http.port());
-            p.config_maps = maps.clone();
-        }
-        let want = d["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
-        let have = pods
-            .iter()
-            .filter(|p| p.namespace == ns && p.deployment == name)
-            .count();
-        for _ in have..want {
-            *n += 1;
-            let pod_name = format!("{name}-{n:04}");
-            match start_pod(server, images, root, &ns, &name, &pod_name, d, &maps) {
-                Ok(pod) => pods.push(pod),
-                Err(e) => eprintln!("kubelet: cannot start {ns}/{pod_name}: {e}"),
+        let known = self
+            .pods
+            .lock()
+            .is_ok_and(|pods| pods.iter().any(|l| l.uid == uid));
+
+        if p.metadata.deletion_timestamp.is_some() {
+            if known && self.terminate(&uid, p, &container) {
+                return;
             }
-        }
-        while pods
-            .iter()
-            .filter(|p| p.namespace == ns && p.deployment == name)
-            .count()
-            > want
-        {
-            if let Some(i) = pods
-                .iter()
-                .rposition(|p| p.namespace == ns && p.deployment == name)
+            if let Ok(mut pods) = self.pods.lock() {
+                pods.retain(|l| l.uid != uid);
+            }
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            if let Err(e) = api.delete(&name, &params).await
+                && !matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
             {
-                pods.remove(i);
+                eprintln!("kubelet: remove {ns}/{name}: {e}");
+            }
+            return;
+        }
+        if !known {
+            if phase == "Succeeded" || phase == "Failed" {
+                return;
+            }
+            match self.start(p, &container).await {
+                Ok(pod) => {
+                    self.errors.remove(&uid);
+                    if let Ok(mut pods) = self.pods.lock() {
+                        pods.push(pod);
+                    }
+                }
+                Err(e) => {
+                    if self.errors.get(&uid) != Some(&e) {
+                        eprintln!("kubelet: cannot start {ns}/{name}: {e}");
+                        self.errors.insert(uid.clone(), e);
+                    }
+                    return;
+                }
             }
         }
+        self.restart_or_finish(
+            &uid,
+            &spec.restart_policy.clone().unwrap_or_default(),
+            p,
+            &container,
+        )
+        .await;
+        self.probe(&uid, &container).await;
+        self.reproject(&uid, &ns, &spec).await;
+        self.report(&api, &name, &uid, &container).await;
+    }
+
+    /// Drives a deleted pod's shutdown; true while its process still runs.
+    fn terminate(&self, uid: &str, p: &KPod, container: &Container) -> bool {
+        let Ok(mut pods) = self.pods.lock() else {
+            return false;
+        };
+        let Some(pod) = pods.iter_mut().find(|l| l.uid == uid) else {
+            return false;
+        };
+        let Some(process) = pod.process.as_mut() else {
+            return false;
+        };
+        if !matches!(process.child.try_wait(), Ok(None)) {
+            pod.process = None;
+            return false;
+        }
+        let t = pod.terminating.get_or_insert_with(|| Terminating {
+            since: Instant::now(),
+            grace: Duration::from_secs(
+                p.metadata
+                    .deletion_grace_period_seconds
+                    .or(p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds))
+                    .unwrap_or(30)
+                    .max(0) as u64,
+            ),
+            pre_stop: Duration::from_secs(
+                container
+                    .lifecycle
+                    .as_ref()
+                    .and_then(|l| l.pre_stop.as_ref())
+                    .and_then(|h| h.sleep.as_ref())
+                    .map_or(0, |s| s.seconds.max(0) as u64),
+            ),
+            term_sent: false,
+        });
+        pod.ready = false;
+        if !t.term_sent && t.since.elapsed() >= t.pre_stop.min(t.grace) {
+            process.signal("TERM");
+            t.term_sent = true;
+        }
+        if t.since.elapsed() >= t.grace {
+            process.signal("KILL");
+            let _ = process.wait_exit(Duration::from_secs(5));
+            pod.process = None;
+            return false;
+        }
+        true
+    }
+
+    async fn restart_or_finish(&mut self, uid: &str, policy: &str, p: &KPod, c: &Container) {
+        let exited = {
+            let Ok(mut pods) = self.pods.lock() else {
+                return;
+            };
+            let Some(pod) = pods.iter_mut().find(|l| l.uid == uid) else {
+                return;
+            };
+            match pod.process.as_mut().map(|p| p.child.try_wait()) {
+                Some(Ok(Some(status))) => {
+                    pod.process = None;
+                    pod.ready = false;
+                    let code = status.code().unwrap_or_else(|| {
+                        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
+                    });
+                    let again = match policy {
+                        "Never" => false,
+                        "OnFailure" => code != 0,
+                        _ => true,
+                    };
+                    if again {
+                        let backoff = 10u64 << pod.restarts.clamp(0, 5);
+                        pod.restart_at =
+                            Some(Instant::now() + Duration::from_secs(backoff.min(300)));
+                    }
+                    pod.reported["exit"] = json!(code);
+                    Some(again)
+                }
+                _ => None,
+            }
+        };
+        let due = self.pods.lock().is_ok_and(|pods| {
+            pods.iter().any(|l| {
+                l.uid == uid
+                    && l.process.is_none()
+                    && l.restart_at.is_some_and(|t| t <= Instant::now())
+            })
+        });
+        if exited.is_none() && due {
+            match self.command(p, c).await {
+                Ok((mut cmd, dir)) => {
+                    let log = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(dir.join("log"));
+                    if let Ok(log) = log
+                        && let Ok(out) = log.try_clone()
+                    {
+                        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(log));
+                    }
+                    if let Ok(mut pods) = self.pods.lock()
+                        && let Some(pod) = pods.iter_mut().find(|l| l.uid == uid)
+                    {
+                        pod.process = Some(Proc::spawn(&pod.name, &mut cmd));
+                        pod.restarts += 1;
+                        pod.restart_at = None;
+                        pod.started_at = now();
+                    }
+                }
+                Err(e) => eprintln!("kubelet: cannot restart {uid}: {e}"),
+            }
+        }
+    }
+
+    /// The readiness probe (HTTP GET on the pod's own port), when the container runs.
+    async fn probe(&self, uid: &str, c: &Container) {
+        let target = self.pods.lock().ok().and_then(|pods| {
+            pods.iter()
+                .find(|l| l.uid == uid && l.running() && l.terminating.is_none())
+                .map(|l| l.http)
+        });
+        let Some(http) = target else { return };
+        let ready = match c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()) {
+            None => true,
+            Some(get) => {
+                let url = format!("http://{http}{}", get.path.as_deref().unwrap_or("/"));
+                reqwest::Client::new()
+                    .get(url)
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        };
+        if let Ok(mut pods) = self.pods.lock()
+            && let Some(pod) = pods.iter_mut().find(|l| l.uid == uid)
+        {
+            pod.ready = ready;
+        }
+    }
+
+    async fn reproject(&self, uid: &str, ns: &str, spec: &k8s_openapi::api::core::v1::PodSpec) {
+        let Ok(maps) = self.config_maps(ns, spec).await else {
+            return;
+        };
+        if let Ok(mut pods) = self.pods.lock()
+            && let Some(pod) = pods
+                .iter_mut()
+                .find(|l| l.uid == uid && l.config_maps != maps)
+        {
+            project(&pod.dir, &maps, pod.sip.port(), pod.http.port());
+            pod.config_maps = maps;
+        }
+    }
+
+    /// Writes the pod's status when it changed.
+    async fn report(&self, api: &Api<KPod>, name: &str, uid: &str, c: &Container) {
+        let status = {
+            let Ok(pods) = self.pods.lock() else { return };
+            let Some(pod) = pods.iter().find(|l| l.uid == uid) else {
+                return;
+            };
+            let ready = if pod.ready { "True" } else { "False" };
+            let exit = pod.reported.get("exit").and_then(Value::as_i64);
+            let finished = !pod.running() && pod.restart_at.is_none() && exit.is_some();
+            let (phase, state) = match (pod.running(), exit) {
+                (true, _) => ("Running", json!({"running": {"startedAt": pod.started_at}})),
+                (false, Some(code)) => (
+                    if !finished {
+                        "Running"
+                    } else if code == 0 {
+                        "Succeeded"
+                    } else {
+                        "Failed"
+                    },
+                    json!({"terminated": {"exitCode": code,
+                        "reason": if code == 0 { "Completed" } else { "Error" },
+                        "startedAt": pod.started_at, "finishedAt": now()}}),
+                ),
+                (false, None) => (
+                    "Pending",
+                    json!({"waiting": {"reason": "ContainerCreating"}}),
+                ),
+            };
+            json!({
+                "phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+                "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+                "conditions": [
+                    {"type": "PodReadyToStartContainers", "status": "True"},
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "ContainersReady", "status": ready},
+                    {"type": "Ready", "status": ready},
+                    {"type": "PodScheduled", "status": "True"},
+                ],
+                "containerStatuses": [{"name": c.name, "image": c.image, "imageID": "",
+                    "ready": pod.ready, "started": pod.running(), "restartCount": pod.restarts,
+                    "state": state}],
+            })
+        };
+        let same = self.pods.lock().is_ok_and(|pods| {
+            pods.iter().any(|l| {
+                l.uid == uid && {
+                    let mut a = l.reported.get("status").cloned().unwrap_or_default();
+                    let mut b = status.clone();
+                    // finishedAt moves with every pass; compare what matters.
+                    for s in [&mut a, &mut b] {
+                        if let Some(t) = s.pointer_mut("/containerStatuses/0/state/terminated") {
+                            t["finishedAt"] = Value::Null;
+                        }
+                    }
+                    a == b
+                }
+            })
+        });
+        if same {
+            return;
+        }
+        let mut stamped = status.clone();
+        let t = now();
+        for c in stamped["conditions"].as_array_mut().into_iter().flatten() {
+            c["lastTransitionTime"] = json!(t);
+        }
+        match api
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"status": stamped})),
+            )
+            .await
+        {
+            Ok(_) => {
+                if let Ok(mut pods) = self.pods.lock()
+                    && let Some(pod) = pods.iter_mut().find(|l| l.uid == uid)
+                {
+                    pod.reported["status"] = status;
+                }
+            }
+            Err(e) => eprintln!("kubelet: status of {name}: {e}"),
+        }
+    }
+
+    async fn config_maps(
+        &self,
+        ns: &str,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        let mut out = BTreeMap::new();
+        for v in spec.volumes.iter().flatten() {
+            let Some(source) = &v.config_map else {
+                continue;
+            };
+            let cm = match api.get_opt(&source.name).await {
+                Ok(Some(cm)) => cm,
+                Ok(None) if source.optional == Some(true) => continue,
+                Ok(None) => return Err(format!("configmap {} not found", source.name)),
+                Err(e) => return Err(e.to_string()),
+            };
+            for (k, val) in cm.data.unwrap_or_default() {
+                out.insert(format!("{}/{k}", v.name), val);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn secret(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        let secret = api.get_opt(name).await.map_err(|e| e.to_string())?;
+        Ok(secret.map(|s| {
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                .collect()
+        }))
+    }
+
+    /// A token of the pod's ServiceAccount bound to the pod, as a kubeconfig.
+    async fn token_kubeconfig(&self, p: &KPod) -> Result<String, String> {
+        use k8s_openapi::api::authentication::v1::{
+            BoundObjectReference, TokenRequest, TokenRequestSpec,
+        };
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let sa = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns);
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(vec!["https://kubernetes.default.svc".into()]),
+                expiration_seconds: Some(3600),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: p.metadata.name.clone(),
+                    uid: p.metadata.uid.clone(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let answer = api
+            .create_token_request(&sa, &PostParams::default(), &request)
+            .await
+            .map_err(|e| format!("token for {ns}/{sa}: {e}"))?;
+        let token = answer.status.and_then(|s| s.token).unwrap_or_default();
+        Ok(crate::controlplane::kubeconfig(&self.url, &token, &ns))
+    }
+
+    /// The container's command line and environment, and the pod's directory.
+    async fn command(&self, p: &KPod, c: &Container) -> Result<(Command, PathBuf), String> {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let spec = p.spec.clone().unwrap_or_default();
+        let image = c.image.clone().unwrap_or_default();
+        let bin = self
+            .images
+            .iter()
+            .find(|(prefix, _)| image.starts_with(prefix.as_str()))
+            .map(|(_, b)| b.clone())
+            .ok_or_else(|| format!("no binary for image {image}"))?;
+        let dir = self.root.join(&ns).join(&name);
+        let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+        for m in c.volume_mounts.iter().flatten() {
+            let target = dir.join("volumes").join(&m.name);
+            std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
+            mounts.push((m.mount_path.clone(), target));
+        }
+        let rewrite = |arg: &str| {
+            mounts
+                .iter()
+                .find(|(mp, _)| arg.starts_with(mp.as_str()))
+                .map_or(arg.to_string(), |(mp, t)| {
+                    format!("{}{}", t.display(), &arg[mp.len()..])
+                })
+        };
+        let mut cmd = Command::new(bin);
+        cmd.args(c.args.iter().flatten().map(|a| rewrite(a)))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info");
+        let automount = spec.volumes.iter().flatten().any(|v| {
+            v.projected.as_ref().is_some_and(|p| {
+                p.sources
+                    .iter()
+                    .flatten()
+                    .any(|s| s.service_account_token.is_some())
+            })
+        });
+        if automount {
+            let kubeconfig = self.token_kubeconfig(p).await?;
+            std::fs::write(dir.join("kubeconfig"), kubeconfig).map_err(|e| e.to_string())?;
+            cmd.env("KUBECONFIG", dir.join("kubeconfig"));
+        }
+        for from in c.env_from.iter().flatten() {
+            if let Some(s) = &from.secret_ref {
+                match self.secret(&ns, &s.name).await? {
+                    Some(data) => {
+                        cmd.envs(data);
+                    }
+                    None if s.optional == Some(true) => {}
+                    None => return Err(format!("secret {} not found", s.name)),
+                }
+            }
+        }
+        for e in c.env.iter().flatten() {
+            let value = if let Some(v) = &e.value {
+                v.clone()
+            } else if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
+                match f.field_path.as_str() {
+                    "metadata.name" => name.clone(),
+                    "metadata.namespace" => ns.clone(),
+                    "spec.nodeName" => NODE.to_string(),
+                    _ => "127.0.0.1".to_string(),
+                }
+            } else if let Some(k) = e
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            {
+                let data = self.secret(&ns, &k.name).await?.unwrap_or_default();
+                match data.get(&k.key) {
+                    Some(v) => v.clone(),
+                    None if k.optional == Some(true) => continue,
+                    None => return Err(format!("secret {}/{} not found", k.name, k.key)),
+                }
+            } else {
+                String::new()
+            };
+            cmd.env(&e.name, value);
+        }
+        Ok((cmd, dir))
+    }
+
+    async fn start(&self, p: &KPod, c: &Container) -> Result<Pod, String> {
+        let ns = p.metadata.namespace.clone().unwrap_or_default();
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let spec = p.spec.clone().unwrap_or_default();
+        let maps = self.config_maps(&ns, &spec).await?;
+        let dir = self.root.join(&ns).join(&name);
+        std::fs::create_dir_all(dir.join("volumes/spool")).map_err(|e| e.to_string())?;
+        let (sip, http) = (free_port(), free_port());
+        project(&dir, &maps, sip, http);
+        let (mut cmd, dir) = self.command(p, c).await?;
+        let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
+        cmd.stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+            .stderr(Stdio::from(log));
+        let process = Proc::spawn(&name, &mut cmd);
+        Ok(Pod {
+            name,
+            namespace: ns,
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+            owner: owner_of(p),
+            sip: ([127, 0, 0, 1], sip).into(),
+            http: ([127, 0, 0, 1], http).into(),
+            dir,
+            config_maps: maps,
+            process: Some(process),
+            restarts: 0,
+            ready: false,
+            started_at: now(),
+            restart_at: None,
+            terminating: None,
+            reported: json!({}),
+        })
     }
 }
 
@@ -306,118 +829,4 @@ fn project(dir: &Path, maps: &BTreeMap<String, String>, sip: u16, http: u16) {
             let _ = std::fs::rename(&tmp, &file);
         }
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn start_pod(
-    server: &ApiServer,
-    images: &HashMap<String, PathBuf>,
-    root: &Path,
-    ns: &str,
-    deployment: &str,
-    pod: &str,
-    d: &Value,
-    maps: &BTreeMap<String, String>,
-) -> Result<Pod, String> {
-    let spec = &d["spec"]["template"]["spec"];
-    let c = &spec["containers"][0];
-    let image = c["image"].as_str().unwrap_or_default();
-    let bin = images
-        .iter()
-        .find(|(prefix, _)| image.starts_with(prefix.as_str()))
-        .map(|(_, b)| b.clone())
-        .ok_or_else(|| format!("no binary for image {image}"))?;
-    let dir = root.join(ns).join(pod);
-    std::fs::create_dir_all(dir.join("volumes/spool")).map_err(|e| e.to_string())?;
-    let (sip, http) = (free_port(), free_port());
-    project(&dir, maps, sip, http);
-    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-    for m in c["volumeMounts"].as_array().into_iter().flatten() {
-        let vol = m["name"].as_str().unwrap_or_default();
-        let target = dir.join("volumes").join(vol);
-        std::fs::create_dir_all(&target).map_err(|e| e.to_string())?;
-        mounts.push((
-            m["mountPath"].as_str().unwrap_or_default().to_string(),
-            target,
-        ));
-    }
-    let rewrite = |arg: &str| {
-        mounts
-            .iter()
-            .find(|(mp, _)| arg.starts_with(mp.as_str()))
-            .map_or(arg.to_string(), |(mp, t)| {
-                format!("{}{}", t.display(), &arg[mp.len()..])
-            })
-    };
-    let args: Vec<String> = c["args"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(rewrite)
-        .collect();
-    let secrets = server.list("", "v1", "secrets", Some(ns));
-    let secret = |name: &str| {
-        secrets
-            .iter()
-            .find(|s| s["metadata"]["name"] == name)
-            .cloned()
-    };
-    let decode = |v: &Value| {
-        v.as_str()
-            .and_then(|s| {
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s).ok()
-            })
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default()
-    };
-    let mut cmd = Command::new(bin);
-    cmd.args(&args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "info")
-        .env("KUBECONFIG", dir.join("kubeconfig"));
-    std::fs::write(dir.join("kubeconfig"), server.kubeconfig()).map_err(|e| e.to_string())?;
-    for from in c["envFrom"].as_array().into_iter().flatten() {
-        if let Some(name) = from["secretRef"]["name"].as_str() {
-            let Some(s) = secret(name) else {
-                if from["secretRef"]["optional"] == true {
-                    continue;
-                }
-                return Err(format!("secret {name} not found"));
-            };
-            for (k, v) in s["data"].as_object().into_iter().flatten() {
-                cmd.env(k, decode(v));
-            }
-        }
-    }
-    for e in c["env"].as_array().into_iter().flatten() {
-        let name = e["name"].as_str().unwrap_or_default();
-        let value = if let Some(v) = e["value"].as_str() {
-            v.to_string()
-        } else {
-            match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                Some("metadata.name") => pod.to_string(),
-                Some("metadata.namespace") => ns.to_string(),
-                Some(_) => "127.0.0.1".to_string(),
-                None => String::new(),
-            }
-        };
-        cmd.env(name, value);
-    }
-    let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
-    cmd.stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
-        .stderr(Stdio::from(log));
-    let proc = Proc::spawn(pod, &mut cmd);
-    Ok(Pod {
-        name: pod.to_string(),
-        namespace: ns.to_string(),
-        deployment: deployment.to_string(),
-        sip: ([127, 0, 0, 1], sip).into(),
-        http: ([127, 0, 0, 1], http).into(),
-        dir,
-        template: d["spec"]["template"].clone(),
-        config_maps: maps.clone(),
-        _process: proc,
-    })
 }

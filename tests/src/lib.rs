@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-pub mod apiserver;
 pub mod audio;
 pub mod controlplane;
 pub mod garage;
@@ -203,7 +202,7 @@ impl Recorder {
         if !spec.extra.trim().is_empty() {
             let extra: serde_json::Value =
                 serde_saphyr::from_str(spec.extra).expect("extra config");
-            apiserver::merge(&mut config, &extra);
+            merge(&mut config, &extra);
         }
         let yaml = serde_saphyr::to_string(&config).expect("config YAML");
         let config = spec.dir.join("recorder.yaml");
@@ -551,4 +550,20 @@ pub fn local_store(dir: &Path) -> (std::sync::Arc<dyn object_store::ObjectStore>
     })
     .expect("local store");
     (store, root)
+}
+
+/// JSON merge patch (RFC 7386): objects merge, `null` removes, everything else replaces.
+pub fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
 }

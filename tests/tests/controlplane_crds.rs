@@ -40,7 +40,7 @@ fn refused(result: Result<DynamicObject, kube::Error>) -> String {
 #[tokio::test]
 async fn chart_crds_compile_and_their_rules_hold_on_a_real_api_server() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start().await;
     let client = cp.client().await;
     let names = cp.install_crds(&client).await;
     assert_eq!(names.len(), 4, "{names:?}");

@@ -18,7 +18,7 @@ async fn the_operator_with_the_charts_rbac_reconciles_a_policy() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start().await;
     let admin = cp.client().await;
     cp.install_crds(&admin).await;
     cp.namespaces(&admin, &["opname-system", "acme"]).await;
@@ -119,4 +119,5 @@ async fn the_operator_with_the_charts_rbac_reconciles_a_policy() {
         "the operator holds its leader Lease"
     );
     assert!(!log().contains("forbidden"), "{}", log());
+    cp.assert_chart_rbac_sufficed();
 }

@@ -26,7 +26,7 @@ fn pod(template: k8s_openapi::api::core::v1::PodTemplateSpec, name: &str) -> Pod
 #[tokio::test]
 async fn recorder_and_export_pods_pass_restricted_and_unhardened_ones_do_not() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start().await;
     let client = cp.client().await;
     Api::<Namespace>::all(client.clone())
         .create(

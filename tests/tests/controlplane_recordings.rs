@@ -34,7 +34,7 @@ async fn real_token_and_access_reviews_decide_who_lists_recordings() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let (_, store_root) = opname_tests::local_store(dir.path());
-    let cp = ControlPlane::start();
+    let cp = ControlPlane::start().await;
     let admin = cp.client().await;
     cp.install_crds(&admin).await;
     cp.namespaces(&admin, &["opname-system", "acme", "other"])

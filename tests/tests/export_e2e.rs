@@ -1,5 +1,7 @@
-//! BulkExport end to end, without a cluster: the API-server emulator, the real operator, the
-//! process kubelet running the export Job (the operator binary's `export` subcommand), Garage as
+//! BulkExport end to end on a real control plane: kube-apiserver and kube-controller-manager, the
+//! real operator with the chart's RBAC, the real Job controller and the process kubelet running
+//! the export Job's pod (the operator binary's `export` subcommand, with a token of the chart's
+//! ServiceAccount, in a namespace enforcing PodSecurity `restricted`), Garage as
 //! the store (it checks presigned URLs) and aiosmtpd as the SMTP relay. The Job's pod is killed
 //! midway and the rerun completes with one set of archives; the links download the exact parts
 //! and a tampered or expired link is refused; the e-mail arrives once with the links; links are
@@ -8,12 +10,11 @@
 
 use std::collections::HashMap;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use opname_operator::export::links::LinkSigner;
 use opname_operator::settings::StoreSettings;
-use opname_tests::apiserver::ApiServer;
+use opname_tests::controlplane::ControlPlane as ApiServer;
 use opname_tests::garage::Garage;
 use opname_tests::kubelet::Kubelet;
 use opname_tests::smtp::SmtpSink;
@@ -103,7 +104,12 @@ async fn export_job_links_email_gate_and_cancel() {
     );
     let settings = dir.join("operator.yaml");
     std::fs::write(&settings, &settings_yaml).unwrap();
-    let server = Arc::new(ApiServer::start(&workspace().join("crds")).await);
+    let mut server = ApiServer::start().await;
+    server.start_controllers().await;
+    let kubeconfig = server
+        .install(&["acme"], json!({"store": {"url": "s3://opname"}}))
+        .await;
+    server.restrict("opname-system").await;
     // The Job mounts the operator's configuration, as the chart's ConfigMap.
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "opname-operator", "namespace": "opname-system"},
@@ -130,11 +136,12 @@ async fn export_job_links_email_gate_and_cancel() {
         assert_eq!(code, 201, "{body}");
     }
     let kubelet = Kubelet::start(
-        server.clone(),
+        &server,
         HashMap::from([("opname-operator".to_string(), bin("opname-operator"))]),
         dir.join("pods"),
-    );
-    let _op = operator(&server.kubeconfig(), dir, &settings);
+    )
+    .await;
+    let _op = operator(&kubeconfig, dir, &settings);
     let create = |name: &str, extra: &str| {
         format!(
             "apiVersion: opname.dev/v1alpha1\nkind: BulkExport\nmetadata: {{name: {name}, namespace: acme}}\nspec:\n{extra}"
@@ -350,13 +357,7 @@ async fn export_job_links_email_gate_and_cancel() {
         .create_yaml(&create("cancel", "  month: \"2026-10\"\n"))
         .await;
     wait_for("the second export to write a part", 60, || {
-        export(&server, "cancel")["status"]["phase"] == "Running"
-            && kubelet
-                .job_pods
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|p| p.job.contains("cancel"))
+        export(&server, "cancel")["status"]["phase"] == "Running" && kubelet.runs_job("cancel")
     })
     .await;
     for _ in 0..100 {
@@ -381,15 +382,7 @@ async fn export_job_links_email_gate_and_cancel() {
         export(&server, "cancel").is_null()
     })
     .await;
-    wait_for("its Job's pod to stop", 30, || {
-        !kubelet
-            .job_pods
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|p| p.job.contains("cancel"))
-    })
-    .await;
+    wait_for("its Job's pod to stop", 30, || !kubelet.runs_job("cancel")).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         store_keys(store.as_ref(), Some("recordings/exports/acme/cancel"))
@@ -403,4 +396,5 @@ async fn export_job_links_email_gate_and_cancel() {
             .any(|j| j["metadata"]["name"].as_str().unwrap().contains("cancel"))
     );
     assert_eq!(smtp.messages().len(), 2, "each notification once");
+    server.assert_chart_rbac_sufficed();
 }

@@ -1,20 +1,29 @@
-//! The chain YAML → operator → recorder → recording, without a cluster: the examples are applied
-//! to the API-server emulator, the real `opname-operator` reconciles them, the process kubelet
-//! runs `opname-recorder` from the Deployment it made, and a SIPp SIPREC call to that recorder is
-//! recorded under the applied policy.
+//! The chain YAML → operator → recorder → recording on a real control plane: the examples are
+//! applied to a real kube-apiserver (their namespace enforces PodSecurity `restricted`), the real
+//! `opname-operator` reconciles them holding only the chart's RBAC, the real Deployment and
+//! ReplicaSet controllers make the recorder's Pod, the process kubelet runs `opname-recorder`
+//! from it, and a SIPp SIPREC call to that recorder is recorded under the applied policy.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use opname_tests::apiserver::ApiServer;
 use opname_tests::audio::speech;
+use opname_tests::controlplane::ControlPlane as ApiServer;
 use opname_tests::kubelet::Kubelet;
 use opname_tests::{bin, files_with, http_get, operator, sipp_call, wait_for, workspace};
 use serde_json::{Value, json};
 
+/// The fleet's child of one kind (a real namespace has more, such as `kube-root-ca.crt`).
+fn fleet(server: &ApiServer, group: &str, version: &str, plural: &str) -> Vec<Value> {
+    server
+        .list(group, version, plural, Some("acme"))
+        .into_iter()
+        .filter(|o| o["metadata"]["name"] == opname_operator::fleet::NAME)
+        .collect()
+}
+
 fn one(server: &ApiServer, group: &str, version: &str, plural: &str) -> Option<Value> {
-    let items = server.list(group, version, plural, Some("acme"));
+    let items = fleet(server, group, version, plural);
     assert!(items.len() <= 1, "at most one {plural}: {items:?}");
     items.into_iter().next()
 }
@@ -47,25 +56,40 @@ fn policy(server: &ApiServer, name: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_yaml_to_recording_through_operator_and_recorder() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let server = Arc::new(ApiServer::start(&workspace().join("crds")).await);
+    let mut server = ApiServer::start().await;
+    server.start_controllers().await;
+    let admin = server.client().await;
+    server.install_crds(&admin).await;
+    server.namespaces(&admin, &["opname-system"]).await;
     let store = dir.join("store");
+    server
+        .install_chart_rbac(
+            &admin,
+            json!({"store": {"url": format!("file://{}", store.display())}}),
+        )
+        .await;
+    let kubeconfig = server
+        .service_account_kubeconfig(&admin, "opname-system", "opname-operator")
+        .await;
     let settings = dir.join("operator.yaml");
     std::fs::write(
         &settings,
         format!(
-            "recorder:\n  image: opname-recorder:dev\n  drainSeconds: 5\nstore:\n  url: file://{}\n  prefix: recordings\ncapacity:\n  minReplicas: 1\n  maxReplicas: 1\n",
+            "recorder:\n  image: opname-recorder:dev\n  drainSeconds: 5\n  preStopSeconds: 1\nstore:\n  url: file://{}\n  prefix: recordings\ncapacity:\n  minReplicas: 1\n  maxReplicas: 1\n",
             store.display()
         ),
     )
     .unwrap();
     let kubelet = Kubelet::start(
-        server.clone(),
+        &server,
         HashMap::from([("opname-recorder".to_string(), bin("opname-recorder"))]),
         dir.join("pods"),
-    );
-    let mut op = operator(&server.kubeconfig(), dir, &settings);
+    )
+    .await;
+    let mut op = operator(&kubeconfig, dir, &settings);
 
     // Everything in examples/ is accepted as written.
     for f in files_with(&workspace().join("examples"), ".yaml") {
@@ -165,7 +189,7 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     assert!(json_file.with_extension("opus").exists());
 
     // A policy change reaches the running recorder through the ConfigMap, without a restart.
-    let pod_before = kubelet.pods.lock().unwrap()[0].name.clone();
+    let pod_before = kubelet.running("acme")[0].clone();
     let (code, body) = server
         .request(
             "PATCH",
@@ -184,13 +208,7 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         policy(&server, "bob")["status"]["observedGeneration"] == 2
     })
     .await;
-    let pods = kubelet
-        .pods
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|p| p.name.clone())
-        .collect::<Vec<_>>();
+    let pods = kubelet.running("acme");
     assert_eq!(
         pods,
         std::slice::from_ref(&pod_before),
@@ -278,8 +296,7 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     let uid = one(&server, "apps", "v1", "deployments").unwrap()["metadata"]["uid"].clone();
     op.signal("KILL");
     op.wait_exit(Duration::from_secs(5));
-    let rv_before = server.resource_version();
-    let _op2 = operator(&server.kubeconfig(), dir, &settings);
+    let _op2 = operator(&kubeconfig, dir, &settings);
     // The new replica waits for the dead one's lease (15 s) before reconciling.
     let log = || std::fs::read_to_string(dir.join("operator.log")).unwrap_or_default();
     for _ in 0..400 {
@@ -296,9 +313,8 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let d = one(&server, "apps", "v1", "deployments").unwrap();
     assert_eq!(d["metadata"]["uid"], uid, "same Deployment, not recreated");
-    assert_eq!(server.list("", "v1", "configmaps", Some("acme")).len(), 1);
+    assert_eq!(fleet(&server, "", "v1", "configmaps").len(), 1);
     assert_eq!(recorder_config(&server).unwrap().policies.len(), 3);
-    assert!(server.resource_version() >= rv_before);
 
     // Deleting every policy removes the fleet (owner-reference garbage collection).
     for name in ["alice", "bob", "mallory"] {
@@ -312,27 +328,30 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
             .await;
         assert_eq!(code, 200, "{body}");
     }
-    wait_for("the fleet to go", 10, || {
+    // The real garbage collector deletes the children once their last owner is gone.
+    wait_for("the fleet to go", 60, || {
         ["configmaps", "services"]
             .iter()
-            .all(|p| server.list("", "v1", p, Some("acme")).is_empty())
-            && server
-                .list("apps", "v1", "deployments", Some("acme"))
-                .is_empty()
-            && server
-                .list("policy", "v1", "poddisruptionbudgets", Some("acme"))
-                .is_empty()
+            .all(|p| fleet(&server, "", "v1", p).is_empty())
+            && fleet(&server, "apps", "v1", "deployments").is_empty()
+            && fleet(&server, "policy", "v1", "poddisruptionbudgets").is_empty()
     })
     .await;
-    wait_for("the recorder pod to stop", 10, || {
+    // The ReplicaSet goes, its Pod is deleted: preStop, SIGTERM, the recorder drains and exits.
+    wait_for("the recorder pod to stop", 30, || {
         kubelet.endpoints("acme").is_empty()
     })
     .await;
+    server.assert_chart_rbac_sufficed();
 }
 
 #[tokio::test]
 async fn invalid_resources_are_refused_with_clear_messages() {
-    let server = ApiServer::start(&workspace().join("crds")).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await;
+    let admin = server.client().await;
+    server.install_crds(&admin).await;
+    server.namespaces(&admin, &["acme"]).await;
     let path = "/apis/opname.dev/v1alpha1/namespaces/acme/recordingpolicies";
     let policy = |spec: &str| {
         format!(
@@ -413,12 +432,13 @@ async fn invalid_resources_are_refused_with_clear_messages() {
             &strict,
         )
         .await;
-    assert_eq!(code, 422, "{body}");
+    // A real server refuses strict decoding with 400 Bad Request.
+    assert_eq!(code, 400, "{body}");
     assert!(
         body["message"]
             .as_str()
             .unwrap()
-            .contains("colour: unknown field"),
+            .contains("unknown field \"spec.colour\""),
         "{body}"
     );
 

@@ -1,17 +1,17 @@
-//! The recordings API through the real `opname-operator recordings` service, with access decided
-//! by the API-server emulator's TokenReview and SubjectAccessReview tables: filters, cursor
+//! The recordings API through the real `opname-operator recordings` service (with a token of the
+//! chart's ServiceAccount), with access decided by a real kube-apiserver's TokenReview and
+//! SubjectAccessReview from the chart's roles and RoleBindings: filters, cursor
 //! pagination, one record, audio with Range requests and download names, the audit trail of plays
 //! and downloads, exports listed and requested; 401 without a token, 403 without permission and
 //! across namespaces.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use futures::StreamExt;
 use object_store::ObjectStore;
-use opname_tests::apiserver::ApiServer;
-use opname_tests::{Synthetic, recordings_service, workspace};
-use serde_json::Value;
+use opname_tests::controlplane::{ControlPlane as ApiServer, User};
+use opname_tests::{Synthetic, recordings_service};
+use serde_json::{Value, json};
 
 struct Client {
     http: reqwest::Client,
@@ -79,41 +79,53 @@ async fn list_filter_page_play_download_and_access_control() {
         r.put(store.as_ref(), "recordings").await;
         audio_of.insert(r.id.clone(), audio);
     }
-    let server = Arc::new(ApiServer::start(&workspace().join("crds")).await);
-    server.add_token("admin-token", "admin@acme.example", &["acme-admins"]);
-    server.add_token("viewer-token", "viewer@acme.example", &[]);
-    server.add_token("nobody-token", "nobody@acme.example", &[]);
-    for verb in ["list", "get"] {
-        server.grant(
-            "admin@acme.example",
-            verb,
-            "opname.dev",
-            "recordings",
-            "acme",
-        );
+    // People of acme with static tokens; what they may do comes only from RoleBindings, checked
+    // by the real TokenReview and SubjectAccessReview.
+    let server = ApiServer::start_with(&[
+        User {
+            token: "admin-token",
+            name: "admin@acme.example",
+            groups: &["acme-admins"],
+        },
+        User {
+            token: "viewer-token",
+            name: "viewer@acme.example",
+            groups: &[],
+        },
+        User {
+            token: "nobody-token",
+            name: "nobody@acme.example",
+            groups: &[],
+        },
+    ])
+    .await;
+    let kubeconfig = server
+        .install(
+            &["acme", "other"],
+            json!({"store": {"url": format!("file://{}", store_dir.display())}}),
+        )
+        .await;
+    for role in ["opname-recordings-viewer", "opname-recordings-exporter"] {
+        server
+            .bind("acme", "ClusterRole", role, ("Group", "acme-admins"))
+            .await;
     }
-    server.grant(
-        "admin@acme.example",
-        "list",
-        "opname.dev",
-        "bulkexports",
-        "acme",
-    );
-    server.grant(
-        "admin@acme.example",
-        "create",
-        "opname.dev",
-        "bulkexports",
-        "acme",
-    );
-    server.grant(
-        "viewer@acme.example",
-        "list",
-        "opname.dev",
-        "recordings",
-        "acme",
-    );
-    let (_svc, addr) = recordings_service(&server.kubeconfig(), dir, &store_dir);
+    // A viewer who may see the list but not hear a call: a Role of the organisation's own.
+    let list_only = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "recordings-list-only", "namespace": "acme"},
+        "rules": [{"apiGroups": ["opname.dev"], "resources": ["recordings"], "verbs": ["list"]}],
+    });
+    server.apply(&server.client().await, &[&list_only]).await;
+    server
+        .bind(
+            "acme",
+            "Role",
+            "recordings-list-only",
+            ("User", "viewer@acme.example"),
+        )
+        .await;
+    let (_svc, addr) = recordings_service(&kubeconfig, dir, &store_dir);
     let c = Client {
         http: reqwest::Client::new(),
         base: format!("http://{addr}"),
@@ -340,4 +352,5 @@ async fn list_filter_page_play_download_and_access_control() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 403);
+    server.assert_chart_rbac_sufficed();
 }

@@ -4,11 +4,10 @@
 //! screenshot of the page is kept in `target/test-artifacts/recordings-page.png`.
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use opname_tests::apiserver::ApiServer;
+use opname_tests::controlplane::{ControlPlane as ApiServer, User};
 use opname_tests::{Proc, Synthetic, free_port, ogg_opus_tone, recordings_service, workspace};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -107,17 +106,24 @@ async fn sign_in_filter_play_download_and_export() {
         .put(store.as_ref(), "recordings")
         .await;
     }
-    let server = Arc::new(ApiServer::start(&workspace().join("crds")).await);
-    server.add_token("admin-token", "admin@acme.example", &[]);
-    for (verb, resource) in [
-        ("list", "recordings"),
-        ("get", "recordings"),
-        ("list", "bulkexports"),
-        ("create", "bulkexports"),
-    ] {
-        server.grant("admin@acme.example", verb, "opname.dev", resource, "acme");
+    let server = ApiServer::start_with(&[User {
+        token: "admin-token",
+        name: "admin@acme.example",
+        groups: &[],
+    }])
+    .await;
+    let kubeconfig = server
+        .install(
+            &["acme"],
+            json!({"store": {"url": format!("file://{}", store_dir.display())}}),
+        )
+        .await;
+    for role in ["opname-recordings-viewer", "opname-recordings-exporter"] {
+        server
+            .bind("acme", "ClusterRole", role, ("User", "admin@acme.example"))
+            .await;
     }
-    let (_svc, addr) = recordings_service(&server.kubeconfig(), dir, &store_dir);
+    let (_svc, addr) = recordings_service(&kubeconfig, dir, &store_dir);
 
     let port = free_port();
     let downloads = dir.join("downloads");
@@ -266,4 +272,5 @@ async fn sign_in_filter_play_download_and_export() {
     std::fs::create_dir_all(&artifacts).unwrap();
     std::fs::write(artifacts.join("recordings-page.png"), &png).unwrap();
     assert!(png.starts_with(b"\x89PNG"));
+    server.assert_chart_rbac_sufficed();
 }

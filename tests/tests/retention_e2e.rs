@@ -1,4 +1,5 @@
-//! Legal hold and erasure through the API-server emulator and the real operator, on the local
+//! Legal hold and erasure through a real kube-apiserver and the real operator (with the chart's
+//! RBAC only), on the local
 //! directory store: a hold copies its recordings out of their retention class, an erasure by
 //! identity deletes every unheld recording of that identity and reports the held ones, both leave
 //! Events, audit objects record the deletions, the sweeper cannot reach held copies, and deleting
@@ -7,8 +8,8 @@
 use std::sync::Arc;
 
 use object_store::{ObjectStore, ObjectStoreExt};
-use opname_tests::apiserver::ApiServer;
-use opname_tests::{Synthetic, operator, wait_for, workspace};
+use opname_tests::controlplane::ControlPlane as ApiServer;
+use opname_tests::{Synthetic, operator, wait_for};
 use serde_json::{Value, json};
 
 fn keys(store: &Arc<dyn ObjectStore>) -> Vec<String> {
@@ -43,8 +44,15 @@ fn events(server: &ApiServer, reason: &str) -> Vec<String> {
 async fn hold_erasure_and_release() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
-    let server = Arc::new(ApiServer::start(&workspace().join("crds")).await);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let server = ApiServer::start().await;
     let (store, store_dir) = opname_tests::local_store(dir);
+    let kubeconfig = server
+        .install(
+            &["acme"],
+            json!({"store": {"url": format!("file://{}", store_dir.display())}}),
+        )
+        .await;
     let start: jiff::Timestamp = "2026-11-02T09:00:00Z".parse().unwrap();
     let call = |n: u32, class, user, other| Synthetic {
         class,
@@ -74,7 +82,7 @@ async fn hold_erasure_and_release() {
         ),
     )
     .unwrap();
-    let _op = operator(&server.kubeconfig(), dir, &settings);
+    let _op = operator(&kubeconfig, dir, &settings);
 
     // A hold on recording a.
     let (code, body) = server
@@ -206,4 +214,5 @@ async fn hold_erasure_and_release() {
         "{left:?}"
     );
     assert!(!events(&server, "Released").is_empty());
+    server.assert_chart_rbac_sufficed();
 }
