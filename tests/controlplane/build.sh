@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the tests' Kubernetes control plane (kube-apiserver, kube-controller-manager,
-# kube-scheduler, etcd) from the Go module proxy into $OPNAME_CONTROLPLANE, skipping binaries that
+# Builds the tests' Kubernetes control plane (kube-apiserver, kube-controller-manager and
+# etcd) from the Go module proxy into $OPNAME_CONTROLPLANE, skipping binaries that
 # are already there. Test infrastructure only: the product stays Rust.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -12,7 +12,7 @@ GOCACHE="$(mktemp -d)"
 export GOCACHE
 trap 'chmod -R u+w "$GOCACHE" 2>/dev/null; rm -rf "$GOCACHE"' EXIT
 kube=()
-for b in kube-apiserver kube-controller-manager kube-scheduler; do
+for b in kube-apiserver kube-controller-manager; do
   [ -x "$out/$b" ] || kube+=("k8s.io/kubernetes/cmd/$b")
 done
 if [ ${#kube[@]} -gt 0 ]; then

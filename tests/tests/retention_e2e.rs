@@ -97,6 +97,15 @@ async fn hold_erasure_and_release() {
         get(&server, "recordingholds", "case-1")["status"]["held"] == 1
     })
     .await;
+    // Settled, the hold writes nothing more: its own status write does not wake it again.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let settled = get(&server, "recordingholds", "case-1")["metadata"]["resourceVersion"].clone();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        get(&server, "recordingholds", "case-1")["metadata"]["resourceVersion"],
+        settled,
+        "the hold keeps rewriting itself"
+    );
     let held: Vec<String> = keys(&store)
         .into_iter()
         .filter(|k| k.starts_with("recordings/held/"))
