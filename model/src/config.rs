@@ -90,8 +90,8 @@ impl Default for RtpConfig {
         Self {
             bind: IpAddr::from([0, 0, 0, 0]),
             advertise: None,
-            port_min: 20000,
-            port_max: 39999,
+            port_min: 16384,
+            port_max: 32767,
             jitter_ms: 60,
             timeout_seconds: 30,
         }

@@ -250,8 +250,8 @@ impl Default for RtpSettings {
     fn default() -> Self {
         Self {
             mode: RtpMode::PodNetwork,
-            port_min: 20000,
-            port_max: 39999,
+            port_min: 16384,
+            port_max: 32767,
         }
     }
 }

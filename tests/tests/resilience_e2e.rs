@@ -302,3 +302,63 @@ fn store_outage_delays_uploads_and_loses_nothing() {
         "ready again once the spool drained"
     );
 }
+
+#[test]
+fn rtp_ports_held_by_another_process_are_skipped_and_none_free_gets_503() {
+    use std::net::UdpSocket;
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let base = opname_tests::free_port_block(40);
+    let base = base + base % 2;
+    // Another process (this test) holds every other even port of the recorder's range.
+    let mut others: Vec<UdpSocket> = (0..10)
+        .map(|i| UdpSocket::bind(("127.0.0.1", base + 4 * i)).unwrap())
+        .collect();
+    let rec = start(
+        work.path(),
+        format!("file://{}", store.display()),
+        vec![],
+        &format!("rtp:\n  portMin: {base}\n  portMax: {}\n", base + 39),
+    );
+    // Ten of the twenty ports free: five two-stream calls, each answered on ports it holds, none dropped.
+    let report = loadgen(rec.sip, 5, 2);
+    assert_eq!(report["answered"], 5, "{report}");
+    assert!(
+        wait_until(Duration::from_secs(10), || stored_records(&store).len()
+            == 5),
+        "{}",
+        rec.log()
+    );
+    for r in stored_records(&store) {
+        assert_eq!(r["complete"], true, "{r}");
+        assert_eq!(
+            r["endReason"], "bye",
+            "ended by the SRC, not by the recorder: {r}"
+        );
+    }
+    assert!(
+        !rec.log().contains("cannot start recording media"),
+        "{}",
+        rec.log()
+    );
+
+    // Every port of the range taken: 503 with Retry-After, never an answer.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            (0..10).all(|i| {
+                let port = base + 2 + 4 * i;
+                others
+                    .iter()
+                    .any(|s| s.local_addr().unwrap().port() == port)
+                    || UdpSocket::bind(("127.0.0.1", port))
+                        .map(|s| others.push(s))
+                        .is_ok()
+            })
+        }),
+        "the recorder let go of its ports after the calls"
+    );
+    let refused = loadgen(rec.sip, 1, 1);
+    assert_eq!(refused["answered"], 0, "{refused}");
+    assert_eq!(refused["rejected"]["503"], 1, "{refused}");
+    assert_eq!(stored_records(&store).len(), 5);
+}

@@ -30,20 +30,17 @@ pub(super) enum CallCmd {
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum StartError {
-    #[error("bind RTP port {0}: {1}")]
-    Bind(u16, std::io::Error),
+    #[error("RTP port {0} was not held for this call")]
+    NotHeld(u16),
     #[error("spool file {0}: {1}")]
     Spool(PathBuf, std::io::Error),
     #[error(transparent)]
     Recording(#[from] RecordingError),
 }
 
-fn bind_rtp(shared: &Shared, port: u16) -> Result<StdUdpSocket, StartError> {
-    let sock = StdUdpSocket::bind((shared.config.rtp.bind, port))
-        .map_err(|e| StartError::Bind(port, e))?;
-    sock.set_nonblocking(true)
-        .map_err(|e| StartError::Bind(port, e))?;
-    Ok(sock)
+/// The socket the core's port holder bound for `port` before the answer.
+fn held_rtp(shared: &Shared, port: u16) -> Result<StdUdpSocket, StartError> {
+    shared.ports.take(port).ok_or(StartError::NotHeld(port))
 }
 
 /// Binds the call's RTP sockets, opens its spool file and spawns its media task.
@@ -53,7 +50,7 @@ pub(super) fn start_call(
 ) -> Result<mpsc::UnboundedSender<CallCmd>, StartError> {
     let mut sockets = Vec::new();
     for s in start.streams.iter().filter(|s| s.port != 0) {
-        sockets.push((s.port, bind_rtp(&shared, s.port)?));
+        sockets.push((s.port, held_rtp(&shared, s.port)?));
     }
     let id = uuid::Uuid::now_v7().to_string();
     let audio_path = names::audio(&shared.config.spool.dir, &id);
@@ -155,7 +152,7 @@ pub(super) async fn media_task(
                     t.sockets.retain(|(p, _)| streams.iter().any(|s| s.port == *p));
                     for s in streams.iter().filter(|s| s.port != 0) {
                         if !t.sockets.iter().any(|(p, _)| *p == s.port) {
-                            match bind_rtp(&shared, s.port) {
+                            match held_rtp(&shared, s.port) {
                                 Ok(sock) => t.sockets.push((s.port, sock)),
                                 Err(e) => tracing::error!(id = t.id, error = %e, "cannot bind new stream"),
                             }

@@ -27,6 +27,7 @@ mod config_watch;
 mod core;
 pub mod cpu;
 mod media;
+mod ports;
 pub mod process;
 mod sip;
 mod spool;
@@ -75,6 +76,8 @@ struct Shared {
     upload_tx: mpsc::UnboundedSender<upload::UploadJob>,
     audio: AudioSettings,
     recorder_name: String,
+    /// RTP sockets the core has taken ports for, bound before it answered.
+    ports: ports::BoundPorts,
 }
 
 /// Runs the recorder until SIGTERM/SIGINT (or `shutdown` fires) and the drain completes.
@@ -120,6 +123,7 @@ pub async fn run(
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64 & 0xffff_ffff);
+    let rtp_ports = ports::BoundPorts::new(config.rtp.bind);
     let core = Srs::new(
         CoreConfig {
             sip_host,
@@ -131,7 +135,8 @@ pub async fn run(
         },
         Arc::new(table),
         seed,
-    );
+    )
+    .with_ports(Box::new(rtp_ports.clone()));
     let (core_tx, core_rx) = mpsc::channel(4096);
     let (upload_tx, upload_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -149,6 +154,7 @@ pub async fn run(
         metrics: metrics.clone(),
         core_tx: core_tx.clone(),
         upload_tx,
+        ports: rtp_ports,
     });
 
     let uploader = tokio::spawn(upload::uploader(shared.clone(), upload_rx));

@@ -4,7 +4,7 @@
 //! Fed received messages, media events and the time, it returns [`Action`]s: bytes to send and
 //! recordings to start, update or stop. Sockets, timers and media live in `server`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 use crate::protocol::body::{self, BodyError};
 pub use opname_model::record::{Channel, EndReason};
 use policy::{ActivePolicy, PolicyTable};
+use ports::PortPool;
+pub use ports::{AnyPort, PortHolder};
 
 mod admission;
 mod dialog;
 pub mod policy;
+mod ports;
 mod streams;
 mod transaction;
 use crate::protocol::metadata::{self, Metadata};
@@ -130,43 +133,6 @@ pub struct CoreConfig {
     pub port_max: u16,
     pub max_calls: usize,
     pub retry_after: u32,
-}
-
-/// Even RTP ports handed out round-robin, so a port is reused as late as possible and stray
-/// packets of an ended call do not land in a new one.
-#[derive(Debug)]
-struct PortPool {
-    min: u16,
-    count: u16,
-    next: u16,
-    used: BTreeSet<u16>,
-}
-
-impl PortPool {
-    fn new(min: u16, max: u16) -> Self {
-        let min = min + (min % 2);
-        Self {
-            min,
-            count: (max.saturating_sub(min) / 2).max(1),
-            next: 0,
-            used: BTreeSet::new(),
-        }
-    }
-
-    fn alloc(&mut self) -> Option<u16> {
-        for _ in 0..self.count {
-            let port = self.min + 2 * self.next;
-            self.next = (self.next + 1) % self.count;
-            if self.used.insert(port) {
-                return Some(port);
-            }
-        }
-        None
-    }
-
-    fn free(&mut self, port: u16) {
-        self.used.remove(&port);
-    }
 }
 
 #[derive(Debug)]
@@ -303,6 +269,12 @@ impl Srs {
             counter: 0,
             out: Vec::new(),
         }
+    }
+
+    /// Ports come from `holder` (the edge binds them) instead of being taken on trust.
+    pub fn with_ports(mut self, holder: Box<dyn PortHolder>) -> Self {
+        self.ports.set_holder(holder);
+        self
     }
 
     pub fn set_policies(&mut self, policies: Arc<PolicyTable>) {
