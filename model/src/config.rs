@@ -163,6 +163,9 @@ pub struct LimitsConfig {
     pub retry_after_seconds: u32,
     /// On SIGTERM, how long active recordings may continue before they are cut.
     pub drain_seconds: u64,
+    /// After the drain, how long the last uploads may take before the process exits; what is
+    /// not stored by then stays in the spool for the next start.
+    pub final_upload_seconds: u64,
     /// New sessions get 503 while the process used more than this share of its CPUs (all
     /// runtime threads) over the last second; recordings in progress are not touched.
     pub max_cpu_percent: u32,
@@ -174,8 +177,22 @@ impl Default for LimitsConfig {
             max_calls: 200,
             retry_after_seconds: 5,
             drain_seconds: 3600,
+            final_upload_seconds: 120,
             max_cpu_percent: 90,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// Time the media tasks get to finalise their files once the drain has hung up the rest.
+    pub const FINALISE_SECONDS: u64 = 6;
+
+    /// The longest a recorder takes from SIGTERM to exit: drain, finalise, last uploads. A pod's
+    /// termination grace must cover this plus its preStop pause, or the spool goes with the pod.
+    pub fn shutdown_seconds(&self) -> u64 {
+        self.drain_seconds
+            .saturating_add(Self::FINALISE_SECONDS)
+            .saturating_add(self.final_upload_seconds)
     }
 }
 

@@ -126,8 +126,11 @@ pub struct RecorderSettings {
     pub image_pull_policy: String,
     /// CPU and memory requests/limits of a recorder container.
     pub resources: Resources,
-    /// How long calls may continue after SIGTERM; the pod's termination grace adds 30 s.
+    /// How long calls may continue after SIGTERM. The pod's termination grace covers the preStop
+    /// pause, this, finalising and `finalUploadSeconds`, plus 10 s.
     pub drain_seconds: u64,
+    /// How long a stopping recorder's last uploads may take.
+    pub final_upload_seconds: u64,
     /// Time the endpoints get to drop a terminating pod before it stops taking calls.
     pub pre_stop_seconds: i64,
     /// Size limit of the spool `emptyDir`.
@@ -204,6 +207,7 @@ impl Default for RecorderSettings {
             image_pull_policy: "IfNotPresent".into(),
             resources: Resources::default(),
             drain_seconds: 3600,
+            final_upload_seconds: 120,
             pre_stop_seconds: 10,
             spool_size: "4Gi".into(),
             bitrate: 24_000,

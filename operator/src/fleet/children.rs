@@ -48,6 +48,7 @@ pub fn recorder_config(
         limits: rc::LimitsConfig {
             max_calls: settings.capacity.max_calls_per_replica,
             drain_seconds: settings.recorder.drain_seconds,
+            final_upload_seconds: settings.recorder.final_upload_seconds,
             ..Default::default()
         },
         http: rc::HttpConfig {
@@ -76,6 +77,22 @@ pub(super) fn quantity_bytes(q: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(factor)
+}
+
+/// preStop, then the recorder's whole shutdown (drain, finalise, last uploads), then a margin:
+/// a pod killed before its last upload loses the spool with its `emptyDir`.
+pub(super) fn termination_grace(settings: &Settings) -> i64 {
+    let limits = opname_model::config::LimitsConfig {
+        drain_seconds: settings.recorder.drain_seconds,
+        final_upload_seconds: settings.recorder.final_upload_seconds,
+        ..Default::default()
+    };
+    let seconds = limits.shutdown_seconds().saturating_add(10);
+    settings
+        .recorder
+        .pre_stop_seconds
+        .max(0)
+        .saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX))
 }
 
 pub(super) fn meta(namespace: &str, owners: &[OwnerReference]) -> ObjectMeta {
@@ -232,7 +249,7 @@ pub(super) fn children(
             ..Default::default()
         }),
         dns_policy: host_network.then(|| "ClusterFirstWithHostNet".into()),
-        termination_grace_period_seconds: Some(settings.recorder.drain_seconds as i64 + 30),
+        termination_grace_period_seconds: Some(termination_grace(settings)),
         security_context: Some(crate::kube::hardened_pod()),
         volumes: Some(vec![
             Volume {
@@ -265,9 +282,11 @@ pub(super) fn children(
             },
             strategy: Some(DeploymentStrategy {
                 type_: Some("RollingUpdate".into()),
+                // With one recorder per node a surge pod may find no free node and the rollout
+                // would wait forever: replace in place, one at a time.
                 rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
+                    max_unavailable: Some(IntOrString::Int(i32::from(host_network))),
+                    max_surge: Some(IntOrString::Int(i32::from(!host_network))),
                 }),
             }),
             template: PodTemplateSpec {

@@ -3,6 +3,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use super::*;
 use crate::crd::{OnDemand, RecordingPolicySpec};
 use crate::settings::HpaSettings;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 fn at(secs: i64) -> Time {
     Time(jiff::Timestamp::from_second(1_800_000_000 + secs).unwrap())
@@ -153,11 +154,17 @@ fn deployment_service_and_pdb_are_production_shaped() {
     }
     let spec = c.deployment.spec;
     assert_eq!(spec.replicas, Some(2), "minReplicas");
+    let rolling = spec.strategy.clone().unwrap().rolling_update.unwrap();
+    assert_eq!(
+        (rolling.max_surge, rolling.max_unavailable),
+        (Some(IntOrString::Int(1)), Some(IntOrString::Int(0))),
+        "pod network: a new recorder before an old one stops"
+    );
     let pod = spec.template.spec.unwrap();
     assert_eq!(
         pod.termination_grace_period_seconds,
-        Some(3630),
-        "drain + 30 s"
+        Some(10 + 3600 + 6 + 120 + 10),
+        "preStop + drain + finalise + last uploads + 10 s"
     );
     let ctr = &pod.containers[0];
     assert_eq!(
@@ -293,6 +300,17 @@ fn host_network_and_credentials() {
         .unwrap()
         .children
         .unwrap();
+    // Every node may already run one: no surge pod that could find no node.
+    let rolling = c
+        .deployment
+        .spec
+        .strategy
+        .clone()
+        .unwrap()
+        .rolling_update
+        .unwrap();
+    assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)));
+    assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)));
     let pod = c.deployment.spec.template.spec.unwrap();
     assert_eq!(pod.host_network, Some(true));
     assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
-use opname_model::config::Config;
+use opname_model::config::{Config, LimitsConfig};
 use opname_model::layout::Layout;
 use opname_model::store::StoreError;
 use tokio::net::{TcpListener, UdpSocket};
@@ -194,16 +194,18 @@ pub async fn run(
     }
     let _ = core_tx.send(CoreInput::HangUpAll).await;
     // Let the media tasks finalise and hand their files to the uploader.
-    let settle = Instant::now() + Duration::from_secs(5);
+    let settle = Instant::now() + Duration::from_secs(LimitsConfig::FINALISE_SECONDS - 1);
     while shared.metrics.active_calls.get() > 0 && Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     core_task.abort();
     drop(core_tx);
+    let shared_limits = shared.config.limits.clone();
     drop(shared);
     // The uploader ends once every job is stored; what cannot be stored stays in the spool.
-    let _ = tokio::time::timeout(Duration::from_secs(30), uploader).await;
+    let last_uploads = Duration::from_secs(shared_limits.final_upload_seconds);
+    let _ = tokio::time::timeout(last_uploads, uploader).await;
     tracing::info!("stopped");
     Ok(())
 }
