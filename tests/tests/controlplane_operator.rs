@@ -49,6 +49,12 @@ async fn the_operator_with_the_charts_rbac_reconciles_a_policy() {
         settings["data"]["operator.yaml"].as_str().unwrap(),
     )
     .unwrap();
+    // The recorder Service as an earlier operator made it (a ClusterIP): the fleet is headless
+    // now and a Service's clusterIP cannot change in place.
+    let old_service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": opname_operator::fleet::NAME, "namespace": "acme"},
+        "spec": {"selector": {"app": "x"}, "ports": [{"name": "sip-udp", "port": 5060, "protocol": "UDP"}]}});
+    cp.apply(&admin, &[&old_service]).await;
     let _operator = opname_tests::operator(&kubeconfig, dir.path(), &settings_path);
 
     let gvk = GroupVersionKind::gvk("opname.dev", "v1alpha1", "RecordingPolicy");
@@ -119,5 +125,16 @@ async fn the_operator_with_the_charts_rbac_reconciles_a_policy() {
         "the operator holds its leader Lease"
     );
     assert!(!log().contains("forbidden"), "{}", log());
+    let service = Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), "acme")
+        .get(opname_operator::fleet::NAME)
+        .await
+        .unwrap();
+    let spec = service.spec.unwrap();
+    assert_eq!(
+        spec.cluster_ip.as_deref(),
+        Some("None"),
+        "recreated headless"
+    );
+    assert_eq!(spec.session_affinity.as_deref(), Some("None"));
     cp.assert_chart_rbac_sufficed();
 }

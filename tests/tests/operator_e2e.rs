@@ -130,6 +130,10 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     );
     let service = one(&server, "", "v1", "services").expect("Service");
     assert_eq!(service["spec"]["ports"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        service["spec"]["clusterIP"], "None",
+        "headless: DNS lists each recorder"
+    );
     assert!(
         one(&server, "policy", "v1", "poddisruptionbudgets").is_some(),
         "PDB"

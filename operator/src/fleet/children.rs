@@ -320,8 +320,10 @@ pub(super) fn children(
                     ..Default::default()
                 },
             ]),
-            // A SIP dialog's requests must reach the recorder that answered its INVITE.
-            session_affinity: Some("ClientIP".into()),
+            // Headless: DNS lists each ready recorder (A and SRV records) so that an SBC spreads
+            // its initial INVITEs itself; in-dialog requests follow the answering recorder's
+            // Contact. A ClusterIP would pin one SBC's flow to one pod.
+            cluster_ip: Some("None".into()),
             ..Default::default()
         }),
         ..Default::default()

@@ -243,7 +243,17 @@ where
 
 async fn apply_children(client: &Client, ns: &str, c: &Children) -> Result<(), Error> {
     apply(client, ns, &c.config_map).await?;
-    apply(client, ns, &c.service).await?;
+    match apply(client, ns, &c.service).await {
+        // A Service from before the fleet went headless: its clusterIP cannot change in place.
+        Err(Error::Kube(kube::Error::Api(s)))
+            if s.code == 422 && s.message.contains("clusterIP") =>
+        {
+            tracing::info!(namespace = ns, "recorder Service recreated headless");
+            delete::<Service>(client, ns).await?;
+            apply(client, ns, &c.service).await?;
+        }
+        other => other?,
+    }
     apply(client, ns, &c.deployment).await?;
     apply(client, ns, &c.pdb).await?;
     match &c.hpa {
