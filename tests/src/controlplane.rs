@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::{Proc, free_port, wait_until};
+use crate::{Proc, free_port};
 
 /// Where `tests/controlplane/build.sh` puts the binaries (override: `OPNAME_CONTROLPLANE`).
 pub fn binaries() -> PathBuf {
@@ -44,6 +44,21 @@ pub fn kubeconfig(url: &str, token: &str, namespace: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    insecure-skip-tls-verify: true\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: user, namespace: {namespace}}}\ncurrent-context: test\n"
     )
+}
+
+/// A document's group, version and kind, from its `apiVersion` and `kind`.
+fn gvk_of(doc: &serde_json::Value) -> kube::core::GroupVersionKind {
+    let meta: kube::core::TypeMeta =
+        serde_json::from_value(doc.clone()).expect("apiVersion and kind");
+    kube::core::GroupVersionKind::try_from(&meta).expect("a valid apiVersion")
+}
+
+/// The last lines of a log file.
+fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut last: Vec<&str> = text.lines().rev().take(lines).collect();
+    last.reverse();
+    last.join("\n")
 }
 
 pub struct ControlPlane {
@@ -155,29 +170,6 @@ impl ControlPlane {
         let url = format!("https://127.0.0.1:{secure}");
         let kubeconfig = d.join("kubeconfig");
         std::fs::write(&kubeconfig, self::kubeconfig(&url, &token, "default")).expect("kubeconfig");
-        let ready = wait_until(Duration::from_secs(90), || {
-            if let Ok(Some(_)) = apiserver.child.try_wait() {
-                return true;
-            }
-            Command::new("curl")
-                .args(["-skf", "-o", "/dev/null", "-H"])
-                .arg(format!("Authorization: Bearer {token}"))
-                .arg(format!("{url}/readyz"))
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        let exited = apiserver.child.try_wait().ok().flatten();
-        assert!(
-            ready && exited.is_none(),
-            "kube-apiserver did not become ready ({exited:?}): {}",
-            std::fs::read_to_string(d.join("apiserver.log"))
-                .unwrap_or_default()
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
         let config = kube::Config::from_custom_kubeconfig(
             kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig"),
             &kube::config::KubeConfigOptions::default(),
@@ -185,6 +177,31 @@ impl ControlPlane {
         .await
         .expect("client config");
         let client = kube::Client::try_from(config).expect("client");
+        let mut ready = false;
+        for _ in 0..900 {
+            if let Ok(Some(_)) = apiserver.child.try_wait() {
+                break;
+            }
+            let probe = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("request")
+                .map(kube::client::Body::from);
+            if client
+                .send(probe)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let exited = apiserver.child.try_wait().ok().flatten();
+        assert!(
+            ready && exited.is_none(),
+            "kube-apiserver did not become ready ({exited:?}): {}",
+            tail(&d.join("apiserver.log"), 20)
+        );
         Self {
             url,
             token,
@@ -243,13 +260,7 @@ impl ControlPlane {
 
     /// The last lines of one of the control plane's logs.
     pub fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self._dir.path().join(name))
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
+        tail(&self._dir.path().join(name), 30)
     }
 
     /// A kubeconfig holding the admin token.
@@ -323,28 +334,13 @@ impl ControlPlane {
             if doc.is_null() {
                 continue;
             }
-            let (group, version) = match doc["apiVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .split_once('/')
-            {
-                Some((g, v)) => (g.to_string(), v.to_string()),
-                None => (
-                    String::new(),
-                    doc["apiVersion"].as_str().unwrap_or_default().to_string(),
-                ),
-            };
-            let gvk = kube::core::GroupVersionKind::gvk(
-                &group,
-                &version,
-                doc["kind"].as_str().unwrap_or_default(),
-            );
+            let gvk = gvk_of(&doc);
             let (resource, caps) = kube::discovery::pinned_kind(&self.client, &gvk)
                 .await
                 .unwrap_or_else(|e| panic!("discovery of {gvk:?}: {e}"));
             let namespace = (caps.scope == kube::discovery::Scope::Namespaced)
                 .then(|| doc["metadata"]["namespace"].as_str().unwrap_or("default"));
-            let path = Self::path(&group, &version, &resource.plural, namespace);
+            let path = Self::path(&gvk.group, &gvk.version, &resource.plural, namespace);
             out.push(
                 self.request("POST", &path, "application/json", &doc.to_string())
                     .await,
@@ -394,21 +390,9 @@ impl ControlPlane {
     /// Applies rendered documents (server-side apply as the test's admin).
     pub async fn apply(&self, client: &kube::Client, docs: &[&serde_json::Value]) {
         use kube::api::{DynamicObject, Patch, PatchParams};
-        use kube::core::{ApiResource, GroupVersionKind};
+        use kube::core::ApiResource;
         for doc in docs {
-            let (group, version) = match doc["apiVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .split_once('/')
-            {
-                Some((g, v)) => (g.to_string(), v.to_string()),
-                None => (
-                    String::new(),
-                    doc["apiVersion"].as_str().unwrap_or_default().to_string(),
-                ),
-            };
-            let gvk =
-                GroupVersionKind::gvk(&group, &version, doc["kind"].as_str().unwrap_or_default());
+            let gvk = gvk_of(doc);
             let ar = ApiResource::from_gvk(&gvk);
             let name = doc["metadata"]["name"].as_str().unwrap_or_default();
             let api: kube::Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {

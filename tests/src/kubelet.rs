@@ -42,23 +42,26 @@ pub const NODE: &str = "opname-test-node";
 
 /// A pod this kubelet runs.
 pub struct Pod {
-    pub name: String,
-    pub namespace: String,
-    pub uid: String,
+    name: String,
+    namespace: String,
+    uid: String,
     /// Kind and name of the controller that owns the Pod (`ReplicaSet`, `Job`).
-    pub owner: (String, String),
-    pub sip: std::net::SocketAddr,
-    pub http: std::net::SocketAddr,
-    pub dir: PathBuf,
+    owner: (String, String),
+    sip: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+    dir: PathBuf,
     config_maps: BTreeMap<String, String>,
     process: Option<Proc>,
     restarts: i32,
     ready: bool,
     started_at: String,
+    /// Exit code and time of the container's last run.
+    exited: Option<(i32, String)>,
     /// When the container may start again (restart back-off).
     restart_at: Option<Instant>,
     terminating: Option<Terminating>,
-    reported: Value,
+    /// The status last written: only changes are written.
+    reported: Option<Value>,
 }
 
 struct Terminating {
@@ -69,17 +72,119 @@ struct Terminating {
 }
 
 impl Pod {
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-
     fn running(&self) -> bool {
         self.process.is_some()
+    }
+
+    /// Notes an exited container; a restart is due after the back-off unless `policy` says not.
+    fn reap(&mut self, policy: &str) {
+        let Some(Ok(Some(status))) = self.process.as_mut().map(|p| p.child.try_wait()) else {
+            return;
+        };
+        self.process = None;
+        self.ready = false;
+        let code = status.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
+        });
+        self.exited = Some((code, now()));
+        let again = match policy {
+            "Never" => false,
+            "OnFailure" => code != 0,
+            _ => true,
+        };
+        if again {
+            let backoff = (10u64 << self.restarts.clamp(0, 5)).min(300);
+            self.restart_at = Some(Instant::now() + Duration::from_secs(backoff));
+        }
+    }
+
+    /// Drives a deleted pod's shutdown; true while its process still runs.
+    fn terminate(&mut self, p: &KPod, container: &Container) -> bool {
+        let Some(process) = self.process.as_mut() else {
+            return false;
+        };
+        if !matches!(process.child.try_wait(), Ok(None)) {
+            self.process = None;
+            return false;
+        }
+        let t = self.terminating.get_or_insert_with(|| Terminating {
+            since: Instant::now(),
+            grace: Duration::from_secs(
+                p.metadata
+                    .deletion_grace_period_seconds
+                    .or(p
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.termination_grace_period_seconds))
+                    .unwrap_or(30)
+                    .max(0) as u64,
+            ),
+            pre_stop: Duration::from_secs(
+                container
+                    .lifecycle
+                    .as_ref()
+                    .and_then(|l| l.pre_stop.as_ref())
+                    .and_then(|h| h.sleep.as_ref())
+                    .map_or(0, |s| s.seconds.max(0) as u64),
+            ),
+            term_sent: false,
+        });
+        self.ready = false;
+        if !t.term_sent && t.since.elapsed() >= t.pre_stop.min(t.grace) {
+            process.signal("TERM");
+            t.term_sent = true;
+        }
+        if t.since.elapsed() >= t.grace {
+            process.signal("KILL");
+            let _ = process.wait_exit(Duration::from_secs(5));
+            self.process = None;
+            return false;
+        }
+        true
+    }
+
+    /// The Pod's status as this kubelet sees it.
+    fn status(&self, c: &Container) -> Value {
+        let ready = if self.ready { "True" } else { "False" };
+        let (phase, state) = match (&self.process, &self.exited) {
+            (Some(_), _) => (
+                "Running",
+                json!({"running": {"startedAt": self.started_at}}),
+            ),
+            (None, Some((code, at))) => (
+                match (self.restart_at.is_some(), *code == 0) {
+                    (true, _) => "Running",
+                    (false, true) => "Succeeded",
+                    (false, false) => "Failed",
+                },
+                json!({"terminated": {"exitCode": code,
+                    "reason": if *code == 0 { "Completed" } else { "Error" },
+                    "startedAt": self.started_at, "finishedAt": at}}),
+            ),
+            (None, None) => (
+                "Pending",
+                json!({"waiting": {"reason": "ContainerCreating"}}),
+            ),
+        };
+        json!({
+            "phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            "conditions": [
+                {"type": "PodReadyToStartContainers", "status": "True"},
+                {"type": "Initialized", "status": "True"},
+                {"type": "ContainersReady", "status": ready},
+                {"type": "Ready", "status": ready},
+                {"type": "PodScheduled", "status": "True"},
+            ],
+            "containerStatuses": [{"name": c.name, "image": c.image, "imageID": "",
+                "ready": self.ready, "started": self.running(), "restartCount": self.restarts,
+                "state": state}],
+        })
     }
 }
 
 pub struct Kubelet {
-    pub pods: Arc<Mutex<Vec<Pod>>>,
+    pods: Arc<Mutex<Vec<Pod>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -108,6 +213,8 @@ impl Kubelet {
             images,
             root,
             pods: pods.clone(),
+            config_maps: HashMap::new(),
+            http: reqwest::Client::new(),
             errors: HashMap::new(),
         };
         let task = tokio::spawn(state.run());
@@ -228,6 +335,10 @@ struct State {
     images: HashMap<String, PathBuf>,
     root: PathBuf,
     pods: Arc<Mutex<Vec<Pod>>>,
+    /// Every ConfigMap's data by (namespace, name), listed once per pass.
+    config_maps: HashMap<(String, String), BTreeMap<String, String>>,
+    /// For the readiness probes.
+    http: reqwest::Client,
     /// Last start error per pod uid, printed once.
     errors: HashMap<String, String>,
 }
@@ -260,6 +371,21 @@ impl State {
         let Ok(list) = all.list(&ListParams::default()).await else {
             return;
         };
+        let config_maps: Api<ConfigMap> = Api::all(self.client.clone());
+        let Ok(maps) = config_maps.list(&ListParams::default()).await else {
+            return;
+        };
+        self.config_maps = maps
+            .items
+            .into_iter()
+            .map(|cm| {
+                let key = (
+                    cm.metadata.namespace.unwrap_or_default(),
+                    cm.metadata.name.unwrap_or_default(),
+                );
+                (key, cm.data.unwrap_or_default())
+            })
+            .collect();
         let ours: Vec<&KPod> = list
             .items
             .iter()
@@ -297,6 +423,16 @@ impl State {
         }
     }
 
+    /// Runs `f` on the local pod `uid`, if there is one.
+    fn with_pod<R>(&self, uid: &str, f: impl FnOnce(&mut Pod) -> R) -> Option<R> {
+        self.pods
+            .lock()
+            .ok()?
+            .iter_mut()
+            .find(|l| l.uid == uid)
+            .map(f)
+    }
+
     async fn sync_pod(&mut self, p: &KPod) {
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         let name = p.metadata.name.clone().unwrap_or_default();
@@ -311,13 +447,10 @@ impl State {
             .as_ref()
             .and_then(|s| s.phase.clone())
             .unwrap_or_default();
-        let known = self
-            .pods
-            .lock()
-            .is_ok_and(|pods| pods.iter().any(|l| l.uid == uid));
+        let known = self.with_pod(&uid, |_| ()).is_some();
 
         if p.metadata.deletion_timestamp.is_some() {
-            if known && self.terminate(&uid, p, &container) {
+            if self.with_pod(&uid, |l| l.terminate(p, &container)) == Some(true) {
                 return;
             }
             if let Ok(mut pods) = self.pods.lock() {
@@ -358,236 +491,80 @@ impl State {
                 }
             }
         }
-        self.restart_or_finish(
-            &uid,
-            &spec.restart_policy.clone().unwrap_or_default(),
-            p,
-            &container,
-        )
-        .await;
+        let policy = spec.restart_policy.clone().unwrap_or_default();
+        self.with_pod(&uid, |l| l.reap(&policy));
+        self.restart_if_due(&uid, p, &container).await;
         self.probe(&uid, &container).await;
-        self.reproject(&uid, &ns, &spec).await;
+        if let Ok(maps) = self.config_maps(&ns, &spec) {
+            self.with_pod(&uid, |l| {
+                if l.config_maps != maps {
+                    project(&l.dir, &maps, l.sip.port(), l.http.port());
+                    l.config_maps = maps;
+                }
+            });
+        }
         self.report(&api, &name, &uid, &container).await;
     }
 
-    /// Drives a deleted pod's shutdown; true while its process still runs.
-    fn terminate(&self, uid: &str, p: &KPod, container: &Container) -> bool {
-        let Ok(mut pods) = self.pods.lock() else {
-            return false;
-        };
-        let Some(pod) = pods.iter_mut().find(|l| l.uid == uid) else {
-            return false;
-        };
-        let Some(process) = pod.process.as_mut() else {
-            return false;
-        };
-        if !matches!(process.child.try_wait(), Ok(None)) {
-            pod.process = None;
-            return false;
-        }
-        let t = pod.terminating.get_or_insert_with(|| Terminating {
-            since: Instant::now(),
-            grace: Duration::from_secs(
-                p.metadata
-                    .deletion_grace_period_seconds
-                    .or(p
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.termination_grace_period_seconds))
-                    .unwrap_or(30)
-                    .max(0) as u64,
-            ),
-            pre_stop: Duration::from_secs(
-                container
-                    .lifecycle
-                    .as_ref()
-                    .and_then(|l| l.pre_stop.as_ref())
-                    .and_then(|h| h.sleep.as_ref())
-                    .map_or(0, |s| s.seconds.max(0) as u64),
-            ),
-            term_sent: false,
+    /// Starts the container again once its back-off is over.
+    async fn restart_if_due(&self, uid: &str, p: &KPod, c: &Container) {
+        let due = self.with_pod(uid, |l| {
+            l.process.is_none() && l.restart_at.is_some_and(|t| t <= Instant::now())
         });
-        pod.ready = false;
-        if !t.term_sent && t.since.elapsed() >= t.pre_stop.min(t.grace) {
-            process.signal("TERM");
-            t.term_sent = true;
+        if due != Some(true) {
+            return;
         }
-        if t.since.elapsed() >= t.grace {
-            process.signal("KILL");
-            let _ = process.wait_exit(Duration::from_secs(5));
-            pod.process = None;
-            return false;
-        }
-        true
-    }
-
-    async fn restart_or_finish(&mut self, uid: &str, policy: &str, p: &KPod, c: &Container) {
-        let exited = {
-            let Ok(mut pods) = self.pods.lock() else {
-                return;
-            };
-            let Some(pod) = pods.iter_mut().find(|l| l.uid == uid) else {
-                return;
-            };
-            match pod.process.as_mut().map(|p| p.child.try_wait()) {
-                Some(Ok(Some(status))) => {
-                    pod.process = None;
-                    pod.ready = false;
-                    let code = status.code().unwrap_or_else(|| {
-                        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
-                    });
-                    let again = match policy {
-                        "Never" => false,
-                        "OnFailure" => code != 0,
-                        _ => true,
-                    };
-                    if again {
-                        let backoff = 10u64 << pod.restarts.clamp(0, 5);
-                        pod.restart_at =
-                            Some(Instant::now() + Duration::from_secs(backoff.min(300)));
-                    }
-                    pod.reported["exit"] = json!(code);
-                    Some(again)
-                }
-                _ => None,
-            }
+        let (mut cmd, dir) = match self.command(p, c).await {
+            Ok(c) => c,
+            Err(e) => return eprintln!("kubelet: cannot restart {uid}: {e}"),
         };
-        let due = self.pods.lock().is_ok_and(|pods| {
-            pods.iter().any(|l| {
-                l.uid == uid
-                    && l.process.is_none()
-                    && l.restart_at.is_some_and(|t| t <= Instant::now())
-            })
-        });
-        if exited.is_none() && due {
-            match self.command(p, c).await {
-                Ok((mut cmd, dir)) => {
-                    let log = std::fs::OpenOptions::new()
-                        .append(true)
-                        .create(true)
-                        .open(dir.join("log"));
-                    if let Ok(log) = log
-                        && let Ok(out) = log.try_clone()
-                    {
-                        cmd.stdout(Stdio::from(out)).stderr(Stdio::from(log));
-                    }
-                    if let Ok(mut pods) = self.pods.lock()
-                        && let Some(pod) = pods.iter_mut().find(|l| l.uid == uid)
-                    {
-                        pod.process = Some(Proc::spawn(&pod.name, &mut cmd));
-                        pod.restarts += 1;
-                        pod.restart_at = None;
-                        pod.started_at = now();
-                    }
-                }
-                Err(e) => eprintln!("kubelet: cannot restart {uid}: {e}"),
-            }
+        if let Ok(log) = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.join("log"))
+            && let Ok(out) = log.try_clone()
+        {
+            cmd.stdout(Stdio::from(out)).stderr(Stdio::from(log));
         }
+        self.with_pod(uid, |l| {
+            l.process = Some(Proc::spawn(&l.name, &mut cmd));
+            l.restarts += 1;
+            l.restart_at = None;
+            l.started_at = now();
+        });
     }
 
     /// The readiness probe (HTTP GET on the pod's own port), when the container runs.
     async fn probe(&self, uid: &str, c: &Container) {
-        let target = self.pods.lock().ok().and_then(|pods| {
-            pods.iter()
-                .find(|l| l.uid == uid && l.running() && l.terminating.is_none())
-                .map(|l| l.http)
-        });
-        let Some(http) = target else { return };
-        let ready = match c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()) {
-            None => true,
-            Some(get) => {
-                let url = format!("http://{http}{}", get.path.as_deref().unwrap_or("/"));
-                reqwest::Client::new()
-                    .get(url)
-                    .timeout(Duration::from_secs(1))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-            }
-        };
-        if let Ok(mut pods) = self.pods.lock()
-            && let Some(pod) = pods.iter_mut().find(|l| l.uid == uid)
-        {
-            pod.ready = ready;
-        }
-    }
-
-    async fn reproject(&self, uid: &str, ns: &str, spec: &k8s_openapi::api::core::v1::PodSpec) {
-        let Ok(maps) = self.config_maps(ns, spec).await else {
+        let Some(Some(http)) = self.with_pod(uid, |l| {
+            (l.running() && l.terminating.is_none()).then_some(l.http)
+        }) else {
             return;
         };
-        if let Ok(mut pods) = self.pods.lock()
-            && let Some(pod) = pods
-                .iter_mut()
-                .find(|l| l.uid == uid && l.config_maps != maps)
-        {
-            project(&pod.dir, &maps, pod.sip.port(), pod.http.port());
-            pod.config_maps = maps;
-        }
+        let ready = match c.readiness_probe.as_ref().and_then(|p| p.http_get.as_ref()) {
+            None => true,
+            Some(get) => self
+                .http
+                .get(format!(
+                    "http://{http}{}",
+                    get.path.as_deref().unwrap_or("/")
+                ))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success()),
+        };
+        self.with_pod(uid, |l| l.ready = ready);
     }
 
     /// Writes the pod's status when it changed.
     async fn report(&self, api: &Api<KPod>, name: &str, uid: &str, c: &Container) {
-        let status = {
-            let Ok(pods) = self.pods.lock() else { return };
-            let Some(pod) = pods.iter().find(|l| l.uid == uid) else {
-                return;
-            };
-            let ready = if pod.ready { "True" } else { "False" };
-            let exit = pod.reported.get("exit").and_then(Value::as_i64);
-            let finished = !pod.running() && pod.restart_at.is_none() && exit.is_some();
-            let (phase, state) = match (pod.running(), exit) {
-                (true, _) => ("Running", json!({"running": {"startedAt": pod.started_at}})),
-                (false, Some(code)) => (
-                    if !finished {
-                        "Running"
-                    } else if code == 0 {
-                        "Succeeded"
-                    } else {
-                        "Failed"
-                    },
-                    json!({"terminated": {"exitCode": code,
-                        "reason": if code == 0 { "Completed" } else { "Error" },
-                        "startedAt": pod.started_at, "finishedAt": now()}}),
-                ),
-                (false, None) => (
-                    "Pending",
-                    json!({"waiting": {"reason": "ContainerCreating"}}),
-                ),
-            };
-            json!({
-                "phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-                "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
-                "conditions": [
-                    {"type": "PodReadyToStartContainers", "status": "True"},
-                    {"type": "Initialized", "status": "True"},
-                    {"type": "ContainersReady", "status": ready},
-                    {"type": "Ready", "status": ready},
-                    {"type": "PodScheduled", "status": "True"},
-                ],
-                "containerStatuses": [{"name": c.name, "image": c.image, "imageID": "",
-                    "ready": pod.ready, "started": pod.running(), "restartCount": pod.restarts,
-                    "state": state}],
-            })
-        };
-        let same = self.pods.lock().is_ok_and(|pods| {
-            pods.iter().any(|l| {
-                l.uid == uid && {
-                    let mut a = l.reported.get("status").cloned().unwrap_or_default();
-                    let mut b = status.clone();
-                    // finishedAt moves with every pass; compare what matters.
-                    for s in [&mut a, &mut b] {
-                        if let Some(t) = s.pointer_mut("/containerStatuses/0/state/terminated") {
-                            t["finishedAt"] = Value::Null;
-                        }
-                    }
-                    a == b
-                }
-            })
-        });
-        if same {
+        let Some(Some(status)) = self.with_pod(uid, |l| {
+            let status = l.status(c);
+            (l.reported.as_ref() != Some(&status)).then_some(status)
+        }) else {
             return;
-        }
+        };
         let mut stamped = status.clone();
         let t = now();
         for c in stamped["conditions"].as_array_mut().into_iter().flatten() {
@@ -602,35 +579,31 @@ impl State {
             .await
         {
             Ok(_) => {
-                if let Ok(mut pods) = self.pods.lock()
-                    && let Some(pod) = pods.iter_mut().find(|l| l.uid == uid)
-                {
-                    pod.reported["status"] = status;
-                }
+                self.with_pod(uid, |l| l.reported = Some(status));
             }
             Err(e) => eprintln!("kubelet: status of {name}: {e}"),
         }
     }
 
-    async fn config_maps(
+    /// The files of the pod's ConfigMap volumes, as `volume/key` → content.
+    fn config_maps(
         &self,
         ns: &str,
         spec: &k8s_openapi::api::core::v1::PodSpec,
     ) -> Result<BTreeMap<String, String>, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
         let mut out = BTreeMap::new();
         for v in spec.volumes.iter().flatten() {
             let Some(source) = &v.config_map else {
                 continue;
             };
-            let cm = match api.get_opt(&source.name).await {
-                Ok(Some(cm)) => cm,
-                Ok(None) if source.optional == Some(true) => continue,
-                Ok(None) => return Err(format!("configmap {} not found", source.name)),
-                Err(e) => return Err(e.to_string()),
+            let Some(data) = self.config_maps.get(&(ns.to_string(), source.name.clone())) else {
+                if source.optional == Some(true) {
+                    continue;
+                }
+                return Err(format!("configmap {} not found", source.name));
             };
-            for (k, val) in cm.data.unwrap_or_default() {
-                out.insert(format!("{}/{k}", v.name), val);
+            for (k, val) in data {
+                out.insert(format!("{}/{k}", v.name), val.clone());
             }
         }
         Ok(out)
@@ -776,7 +749,7 @@ impl State {
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         let name = p.metadata.name.clone().unwrap_or_default();
         let spec = p.spec.clone().unwrap_or_default();
-        let maps = self.config_maps(&ns, &spec).await?;
+        let maps = self.config_maps(&ns, &spec)?;
         let dir = self.root.join(&ns).join(&name);
         std::fs::create_dir_all(dir.join("volumes/spool")).map_err(|e| e.to_string())?;
         let (sip, http) = (free_port(), free_port());
@@ -799,9 +772,10 @@ impl State {
             restarts: 0,
             ready: false,
             started_at: now(),
+            exited: None,
             restart_at: None,
             terminating: None,
-            reported: json!({}),
+            reported: None,
         })
     }
 }

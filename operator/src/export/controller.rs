@@ -179,16 +179,15 @@ async fn patch_status_observed(
     observed: &BulkExport,
     status: serde_json::Value,
 ) -> Result<(), kube::Error> {
-    api.patch_status(
+    merge_status(
+        api,
         &observed.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({
+        serde_json::json!({
             "metadata": { "resourceVersion": observed.resource_version() },
             "status": status,
-        })),
+        }),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Applies the export's Job (idempotent: the same Job for the same export).
@@ -207,12 +206,17 @@ pub async fn patch_status(
     name: &str,
     status: serde_json::Value,
 ) -> Result<(), kube::Error> {
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({ "status": status })),
-    )
-    .await?;
+    merge_status(api, name, serde_json::json!({ "status": status })).await
+}
+
+/// One JSON merge patch of the status subresource.
+async fn merge_status(
+    api: &Api<BulkExport>,
+    name: &str,
+    patch: serde_json::Value,
+) -> Result<(), kube::Error> {
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
     Ok(())
 }
 

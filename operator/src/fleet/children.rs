@@ -81,16 +81,9 @@ pub(super) fn quantity_bytes(q: &str) -> Option<u64> {
 
 /// preStop, then the recorder's whole shutdown (drain, finalise, last uploads), then a margin:
 /// a pod killed before its last upload loses the spool with its `emptyDir`.
-pub(super) fn termination_grace(settings: &Settings) -> i64 {
-    let limits = opname_model::config::LimitsConfig {
-        drain_seconds: settings.recorder.drain_seconds,
-        final_upload_seconds: settings.recorder.final_upload_seconds,
-        ..Default::default()
-    };
+fn termination_grace(pre_stop_seconds: i64, limits: &rc::LimitsConfig) -> i64 {
     let seconds = limits.shutdown_seconds().saturating_add(10);
-    settings
-        .recorder
-        .pre_stop_seconds
+    pre_stop_seconds
         .max(0)
         .saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX))
 }
@@ -249,7 +242,10 @@ pub(super) fn children(
             ..Default::default()
         }),
         dns_policy: host_network.then(|| "ClusterFirstWithHostNet".into()),
-        termination_grace_period_seconds: Some(termination_grace(settings)),
+        termination_grace_period_seconds: Some(termination_grace(
+            settings.recorder.pre_stop_seconds,
+            &config.limits,
+        )),
         security_context: Some(crate::kube::hardened_pod()),
         volumes: Some(vec![
             Volume {
