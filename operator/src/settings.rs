@@ -27,6 +27,56 @@ pub struct Settings {
     pub rtp: RtpSettings,
     pub retention: RetentionSettings,
     pub export: ExportSettings,
+    pub front_door: FrontDoorSettings,
+}
+
+/// The SIP front door for SBCs that take one address: Kamailio's dispatcher spreading initial
+/// INVITEs over the ready recorders (OPTIONS health checks, the next recorder on 503 or
+/// timeout), out of the media path and of the dialogs (no Record-Route: the recorder's Contact
+/// takes every request after the INVITE). SBCs that resolve DNS SRV need none.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct FrontDoorSettings {
+    pub enabled: bool,
+    /// An image with Debian's (or upstream's) Kamailio 5.6+ at `/usr/sbin/kamailio`.
+    pub image: String,
+    pub image_pull_policy: String,
+    pub replicas: i32,
+    /// How SBCs outside the cluster reach it: `LoadBalancer` or `NodePort` (`ClusterIP` for
+    /// SBCs in the cluster).
+    pub service_type: ServiceType,
+    pub distribution: Distribution,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum ServiceType {
+    LoadBalancer,
+    NodePort,
+    ClusterIP,
+}
+
+/// How the front door picks a recorder for an initial INVITE. Least-loaded is not offered: the
+/// BYEs go to the recorders directly, so the front door cannot count calls; a full recorder
+/// answers 503 and the next one is tried instead.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum Distribution {
+    /// In turn (Kamailio dispatcher algorithm 4).
+    RoundRobin,
+    /// By a hash of the Call-ID (algorithm 0): a re-sent INVITE finds the same recorder.
+    CallIdHash,
+}
+
+impl Default for FrontDoorSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            image: "ghcr.io/kamailio/kamailio:5.6.3-bookworm".into(),
+            image_pull_policy: "IfNotPresent".into(),
+            replicas: 2,
+            service_type: ServiceType::LoadBalancer,
+            distribution: Distribution::RoundRobin,
+        }
+    }
 }
 
 /// Bulk exports: the gate, the archives, the Job that writes them and the e-mail that announces

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the tests' Kubernetes control plane (kube-apiserver, kube-controller-manager and
-# etcd) from the Go module proxy into $OPNAME_CONTROLPLANE, skipping binaries that
+# etcd) and the cluster DNS (CoreDNS with its kubernetes plugin) from the Go module proxy into $OPNAME_CONTROLPLANE, skipping binaries that
 # are already there. Test infrastructure only: the product stays Rust.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -25,4 +25,8 @@ fi
 if [ ! -x "$out/etcd" ]; then
   echo "building etcd into $out"
   (cd "$here/etcd" && go build -trimpath -ldflags=-s -o "$out/etcd" go.etcd.io/etcd/server/v3)
+fi
+if [ ! -x "$out/coredns" ]; then
+  echo "building coredns into $out"
+  (cd "$here/coredns" && go build -trimpath -ldflags=-s -o "$out/coredns" .)
 fi

@@ -8,6 +8,8 @@
 //! loopback only). [`ControlPlane::start_controllers`] adds kube-controller-manager (Deployments,
 //! ReplicaSets, Jobs, garbage collection, namespaces, ServiceAccounts, EndpointSlices, node
 //! lifecycle) with one service-account credential per controller; `kubelet.rs` is the node.
+//! [`ControlPlane::start_dns`] adds the cluster DNS: CoreDNS with its `kubernetes` plugin, serving
+//! Services' A and SRV records from the real EndpointSlices, as an SBC in the cluster sees them.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -66,7 +68,8 @@ pub struct ControlPlane {
     pub token: String,
     pub kubeconfig: PathBuf,
     client: kube::Client,
-    // Dropped in order: the controllers, the API server, etcd, then the directory.
+    // Dropped in order: DNS, the controllers, the API server, etcd, then the directory.
+    dns: Option<Proc>,
     controllers: Option<Proc>,
     _apiserver: Proc,
     _etcd: Proc,
@@ -207,6 +210,7 @@ impl ControlPlane {
             token,
             kubeconfig,
             client,
+            dns: None,
             controllers: None,
             _apiserver: apiserver,
             _etcd: etcd,
@@ -256,6 +260,43 @@ impl ControlPlane {
             "kube-controller-manager made no ServiceAccount in a minute: {}",
             self.log("controller-manager.log")
         );
+    }
+
+    /// Starts CoreDNS for zone `cluster.local` on a free loopback port and waits until it has
+    /// synced with the API server; its address.
+    pub async fn start_dns(&mut self) -> std::net::SocketAddr {
+        let d = self._dir.path();
+        let (port, ready) = (free_port(), free_port());
+        std::fs::write(
+            d.join("Corefile"),
+            format!(
+                ".:{port} {{\n  bind 127.0.0.1\n  errors\n  ready 127.0.0.1:{ready}\n  kubernetes cluster.local {{\n    kubeconfig {}\n    ttl 1\n  }}\n}}\n",
+                self.kubeconfig.display()
+            ),
+        )
+        .expect("Corefile");
+        let log = std::fs::File::create(d.join("coredns.log")).expect("coredns log");
+        self.dns = Some(Proc::spawn(
+            "coredns",
+            Command::new(binary("coredns"))
+                .arg("-conf")
+                .arg(d.join("Corefile"))
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log),
+        ));
+        let http = reqwest::Client::new();
+        for _ in 0..600 {
+            if http
+                .get(format!("http://127.0.0.1:{ready}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return ([127, 0, 0, 1], port).into();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("CoreDNS not ready in a minute: {}", self.log("coredns.log"));
     }
 
     /// The last lines of one of the control plane's logs.

@@ -9,20 +9,24 @@
 //! `image` names a binary of this workspace; `env` (values, `fieldRef`, `secretKeyRef`,
 //! `configMapKeyRef`) and `envFrom` come from the real Secrets and ConfigMaps; ConfigMap volumes
 //! are projected into a directory and re-projected when the ConfigMap changes; `emptyDir` gets a
-//! directory; mount paths in args are rewritten to those directories; a Pod with an automounted
+//! directory; mount paths in args and environment values are rewritten to those directories; a Pod with an automounted
 //! service-account token gets `KUBECONFIG` with a token of its own ServiceAccount, bound to the
 //! Pod (TokenRequest), as a real pod's projected token.
 //!
-//! It reports phase, `podIP` (`127.0.0.1`), container state and restart count, and `Ready` from
-//! the container's HTTP readiness probe. A container that exits is restarted by `restartPolicy`
+//! It reports phase, `podIP`, container state and restart count, and `Ready` from the container's
+//! HTTP readiness probe. A container that exits is restarted by `restartPolicy`
 //! (`Always`, `OnFailure`; with the kubelet's back-off, 10 s doubling) or ends the Pod
 //! `Succeeded`/`Failed` (`Never`). A Pod being deleted gets its `preStop` sleep, then SIGTERM,
 //! then SIGKILL once its grace period is over, and is removed (grace 0) when the process is gone.
 //!
-//! All pods share loopback here, so each pod gets its own ports: the kubelet rewrites the listen
-//! addresses in a projected recorder configuration and maps the container's `http` port for the
-//! probe (a real pod has its own network namespace). Not done: liveness probes, resource limits,
-//! running as the Pod's user, init and sidecar containers.
+//! Each Pod gets an address of its own from [`POD_NETWORK`] (RFC 2544's benchmarking range, routed
+//! to loopback as one local route, so any of its addresses can be bound without an interface per
+//! pod): the real EndpointSlice controller refuses loopback addresses, and distinct addresses let
+//! every recorder listen on the ports its configuration names, as in a real pod's network
+//! namespace. A `hostNetwork` Pod shares the node's 127.0.0.1, so the kubelet gives it free ports
+//! instead. The kubelet rewrites the listen addresses in a projected recorder configuration to the
+//! pod's. Not done: liveness probes, resource limits, running as the Pod's user, init and sidecar
+//! containers.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -40,6 +44,44 @@ use crate::{Proc, free_port, free_port_block};
 /// The one Node.
 pub const NODE: &str = "opname-test-node";
 
+/// The pods' addresses (RFC 2544's benchmarking range).
+pub const POD_NETWORK: &str = "198.18.0.0/15";
+
+/// Routes [`POD_NETWORK`] to loopback once (`ip route replace local … dev lo`, as root) so that
+/// any of its addresses can be bound; panics saying so where that cannot be done.
+fn route_pod_network() {
+    static ROUTED: std::sync::Once = std::sync::Once::new();
+    ROUTED.call_once(|| {
+        let probe = || std::net::UdpSocket::bind(("198.18.0.1", 0)).is_ok();
+        if probe() {
+            return;
+        }
+        let routed = Command::new("ip")
+            .args(["route", "replace", "local", POD_NETWORK, "dev", "lo"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            routed && probe(),
+            "the process kubelet gives pods addresses in {POD_NETWORK}: run as root \
+             (`.ci/run`) or route it yourself: ip route add local {POD_NETWORK} dev lo"
+        );
+    });
+}
+
+/// A pod address no other pod of this machine's test processes holds: a block of 256 per
+/// process (by pid), handed out in turn.
+fn pod_ip() -> std::net::IpAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    route_pod_network();
+    let block = std::process::id() % 512;
+    let host = NEXT.fetch_add(1, Ordering::Relaxed) % 254 + 1;
+    std::net::Ipv4Addr::from(
+        u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + (block << 8) + host,
+    )
+    .into()
+}
+
 /// A pod this kubelet runs.
 pub struct Pod {
     name: String,
@@ -47,6 +89,8 @@ pub struct Pod {
     uid: String,
     /// Kind and name of the controller that owns the Pod (`ReplicaSet`, `Job`).
     owner: (String, String),
+    /// The pod's address: its own, or the node's (127.0.0.1) with `hostNetwork`.
+    ip: std::net::IpAddr,
     sip: std::net::SocketAddr,
     http: std::net::SocketAddr,
     dir: PathBuf,
@@ -168,7 +212,7 @@ impl Pod {
         };
         json!({
             "phase": phase, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            "podIP": self.ip.to_string(), "podIPs": [{"ip": self.ip.to_string()}],
             "conditions": [
                 {"type": "PodReadyToStartContainers", "status": "True"},
                 {"type": "Initialized", "status": "True"},
@@ -248,6 +292,21 @@ impl Kubelet {
                 p.iter()
                     .filter(|p| p.namespace == namespace && p.running())
                     .map(|p| (p.sip, p.http))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// SIP address of each running pod of a namespace whose name starts with `prefix`.
+    pub fn sip_addresses(&self, namespace: &str, prefix: &str) -> Vec<std::net::SocketAddr> {
+        self.pods
+            .lock()
+            .map(|p| {
+                p.iter()
+                    .filter(|p| {
+                        p.namespace == namespace && p.name.starts_with(prefix) && p.running()
+                    })
+                    .map(|p| p.sip)
                     .collect()
             })
             .unwrap_or_default()
@@ -498,7 +557,7 @@ impl State {
         if let Ok(maps) = self.config_maps(&ns, &spec) {
             self.with_pod(&uid, |l| {
                 if l.config_maps != maps {
-                    project(&l.dir, &maps, l.sip.port(), l.http.port());
+                    project(&l.dir, &maps, l.ip, l.sip.port(), l.http.port());
                     l.config_maps = maps;
                 }
             });
@@ -514,7 +573,10 @@ impl State {
         if due != Some(true) {
             return;
         }
-        let (mut cmd, dir) = match self.command(p, c).await {
+        let Some(ip) = self.with_pod(uid, |l| l.ip) else {
+            return;
+        };
+        let (mut cmd, dir) = match self.command(p, c, ip).await {
             Ok(c) => c,
             Err(e) => return eprintln!("kubelet: cannot restart {uid}: {e}"),
         };
@@ -661,7 +723,12 @@ impl State {
     }
 
     /// The container's command line and environment, and the pod's directory.
-    async fn command(&self, p: &KPod, c: &Container) -> Result<(Command, PathBuf), String> {
+    async fn command(
+        &self,
+        p: &KPod,
+        c: &Container,
+        ip: std::net::IpAddr,
+    ) -> Result<(Command, PathBuf), String> {
         let ns = p.metadata.namespace.clone().unwrap_or_default();
         let name = p.metadata.name.clone().unwrap_or_default();
         let spec = p.spec.clone().unwrap_or_default();
@@ -718,12 +785,14 @@ impl State {
         }
         for e in c.env.iter().flatten() {
             let value = if let Some(v) = &e.value {
-                v.clone()
+                // A path under a mount, as in args.
+                rewrite(v)
             } else if let Some(f) = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()) {
                 match f.field_path.as_str() {
                     "metadata.name" => name.clone(),
                     "metadata.namespace" => ns.clone(),
                     "spec.nodeName" => NODE.to_string(),
+                    "status.podIP" => ip.to_string(),
                     _ => "127.0.0.1".to_string(),
                 }
             } else if let Some(k) = e
@@ -752,9 +821,14 @@ impl State {
         let maps = self.config_maps(&ns, &spec)?;
         let dir = self.root.join(&ns).join(&name);
         std::fs::create_dir_all(dir.join("volumes/spool")).map_err(|e| e.to_string())?;
-        let (sip, http) = (free_port(), free_port());
-        project(&dir, &maps, sip, http);
-        let (mut cmd, dir) = self.command(p, c).await?;
+        let (ip, sip, http) = if spec.host_network == Some(true) {
+            ([127, 0, 0, 1].into(), free_port(), free_port())
+        } else {
+            let (sip, http) = own_ports(&maps, c);
+            (pod_ip(), sip, http)
+        };
+        project(&dir, &maps, ip, sip, http);
+        let (mut cmd, dir) = self.command(p, c, ip).await?;
         let log = std::fs::File::create(dir.join("log")).map_err(|e| e.to_string())?;
         cmd.stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
             .stderr(Stdio::from(log));
@@ -764,8 +838,9 @@ impl State {
             namespace: ns,
             uid: p.metadata.uid.clone().unwrap_or_default(),
             owner: owner_of(p),
-            sip: ([127, 0, 0, 1], sip).into(),
-            http: ([127, 0, 0, 1], http).into(),
+            ip,
+            sip: (ip, sip).into(),
+            http: (ip, http).into(),
             dir,
             config_maps: maps,
             process: Some(process),
@@ -780,18 +855,39 @@ impl State {
     }
 }
 
-/// Writes the projected ConfigMap files; recorder configurations get this pod's own ports.
-fn project(dir: &Path, maps: &BTreeMap<String, String>, sip: u16, http: u16) {
+/// The SIP and HTTP ports a pod with an address of its own listens on: its recorder
+/// configuration's, else the container's `http` port (the readiness probe's).
+fn own_ports(maps: &BTreeMap<String, String>, c: &Container) -> (u16, u16) {
+    let config = maps
+        .values()
+        .find_map(|m| opname_model::config::Config::parse(m).ok());
+    let http = c
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .and_then(|p| u16::try_from(p.container_port).ok());
+    match config {
+        Some(c) => (c.sip.listen.port(), c.http.listen.port()),
+        None => (5060, http.unwrap_or(8080)),
+    }
+}
+
+/// Writes the projected ConfigMap files; recorder configurations get this pod's address and
+/// ports, and (with the node's shared address) an RTP range of their own.
+fn project(dir: &Path, maps: &BTreeMap<String, String>, ip: std::net::IpAddr, sip: u16, http: u16) {
     for (path, content) in maps {
         let file = dir.join("volumes").join(path);
         let _ = std::fs::create_dir_all(file.parent().unwrap_or(dir));
         let content = match opname_model::config::Config::parse(content) {
             Ok(mut c) => {
-                c.sip.listen = ([127, 0, 0, 1], sip).into();
-                c.http.listen = ([127, 0, 0, 1], http).into();
-                c.rtp.bind = [127, 0, 0, 1].into();
-                let base = free_port_block(40);
-                (c.rtp.port_min, c.rtp.port_max) = (base, base + 39);
+                c.sip.listen = (ip, sip).into();
+                c.http.listen = (ip, http).into();
+                c.rtp.bind = ip;
+                if ip.is_loopback() {
+                    let base = free_port_block(40);
+                    (c.rtp.port_min, c.rtp.port_max) = (base, base + 39);
+                }
                 c.spool.dir = dir.join("volumes/spool");
                 serde_saphyr::to_string(&c).unwrap_or_else(|_| content.clone())
             }

@@ -101,8 +101,12 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` in a process group of its own, so that dropping it also ends the processes
+    /// it forked (Kamailio's workers, a shell's children).
     pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        use std::os::unix::process::CommandExt;
         let child = cmd
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         Self {
@@ -132,6 +136,11 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        // Before the leader is reaped, its pid still names the group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -129,11 +129,21 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         json!(["serve", "--config", "/etc/opname/recorder.yaml"])
     );
     let service = one(&server, "", "v1", "services").expect("Service");
-    assert_eq!(service["spec"]["ports"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        service["spec"]["ports"],
+        json!([{"name": "sip", "port": 5060, "protocol": "UDP", "targetPort": 5060}])
+    );
     assert_eq!(
         service["spec"]["clusterIP"], "None",
         "headless: DNS lists each recorder"
     );
+    let tcp = server
+        .list("", "v1", "services", Some("acme"))
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == opname_operator::fleet::TCP_SERVICE)
+        .expect("the TCP Service");
+    assert_eq!(tcp["spec"]["ports"][0]["protocol"], "TCP");
+    assert_eq!(tcp["spec"]["clusterIP"], "None");
     assert!(
         one(&server, "policy", "v1", "poddisruptionbudgets").is_some(),
         "PDB"
@@ -337,6 +347,7 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         ["configmaps", "services"]
             .iter()
             .all(|p| fleet(&server, "", "v1", p).is_empty())
+            && server.list("", "v1", "services", Some("acme")).is_empty()
             && fleet(&server, "apps", "v1", "deployments").is_empty()
             && fleet(&server, "policy", "v1", "poddisruptionbudgets").is_empty()
     })

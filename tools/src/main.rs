@@ -31,8 +31,13 @@ enum Command {
     },
     /// Hold N concurrent two-stream G.711 SIPREC calls against a recorder.
     Loadgen {
+        /// A recorder's (or a front door's) `ip:port`, or a SIP domain whose `_sip._udp` SRV
+        /// records name the recorders (RFC 3263; needs `--dns`).
         #[arg(long)]
-        target: SocketAddr,
+        target: String,
+        /// The name server that resolves a domain `--target` (`ip:port`).
+        #[arg(long)]
+        dns: Option<SocketAddr>,
         #[arg(long, default_value_t = 1)]
         calls: usize,
         #[arg(long, default_value_t = 10)]
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         Command::Demo { dir, seconds } => demo(dir, seconds),
         Command::Loadgen {
             target,
+            dns,
             calls,
             seconds,
             ramp,
@@ -72,11 +78,25 @@ fn main() -> ExitCode {
         } => edge::process::runtime(None)
             .map_err(|e| e.to_string())
             .and_then(|rt| {
-                let bind = if target.ip().is_loopback() {
-                    target.ip()
-                } else {
-                    [0, 0, 0, 0].into()
+                let target = match (target.parse::<SocketAddr>(), dns) {
+                    (Ok(addr), _) => loadgen::Target::Addr(addr),
+                    (Err(_), Some(dns)) => loadgen::Target::Domain {
+                        domain: target,
+                        dns,
+                    },
+                    (Err(_), None) => {
+                        return Err(format!("--target {target}: a domain needs --dns"));
+                    }
                 };
+                // The address the kernel would send from (Via, Contact and SDP name it).
+                let towards = match &target {
+                    loadgen::Target::Addr(a) => *a,
+                    loadgen::Target::Domain { dns, .. } => *dns,
+                };
+                let bind = UdpSocket::bind(("0.0.0.0", 0))
+                    .and_then(|s| s.connect(towards).and_then(|()| s.local_addr()))
+                    .map(|a| a.ip())
+                    .map_err(|e| format!("no route to {towards}: {e}"))?;
                 let [default_a, default_b] = loadgen::synthetic_audio();
                 let read = |p: Option<PathBuf>, default| match p {
                     Some(p) => std::fs::read(&p)
@@ -140,7 +160,7 @@ fn demo(dir: PathBuf, seconds: u64) -> Result<(), String> {
         let target: SocketAddr = ([127, 0, 0, 1], sip_port).into();
         println!("recording a {seconds} s demo call to {target} …");
         let report = loadgen::run(loadgen::LoadSpec {
-            target,
+            target: loadgen::Target::Addr(target),
             bind: [127, 0, 0, 1].into(),
             calls: 1,
             duration: Duration::from_secs(seconds),

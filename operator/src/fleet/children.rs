@@ -296,34 +296,30 @@ pub(super) fn children(
         },
         ..Default::default()
     };
-    let service = Service {
-        metadata: meta(namespace, &owners),
+    // Headless: DNS lists each ready recorder (A and SRV records) so that an SBC spreads its
+    // initial INVITEs itself; in-dialog requests follow the answering recorder's Contact. A
+    // ClusterIP would pin one SBC's flow to one pod. A Service's port names are unique, so the
+    // standard `_sip._udp` and `_sip._tcp` SRV names need one Service per transport.
+    let service = |name: &str, protocol: &str| Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..meta(namespace, &owners)
+        },
         spec: Some(ServiceSpec {
             selector: Some(selector(namespace)),
-            ports: Some(vec![
-                ServicePort {
-                    name: Some("sip-udp".into()),
-                    port: SIP_PORT,
-                    protocol: Some("UDP".into()),
-                    target_port: Some(IntOrString::Int(SIP_PORT)),
-                    ..Default::default()
-                },
-                ServicePort {
-                    name: Some("sip-tcp".into()),
-                    port: SIP_PORT,
-                    protocol: Some("TCP".into()),
-                    target_port: Some(IntOrString::Int(SIP_PORT)),
-                    ..Default::default()
-                },
-            ]),
-            // Headless: DNS lists each ready recorder (A and SRV records) so that an SBC spreads
-            // its initial INVITEs itself; in-dialog requests follow the answering recorder's
-            // Contact. A ClusterIP would pin one SBC's flow to one pod.
+            ports: Some(vec![ServicePort {
+                name: Some("sip".into()),
+                port: SIP_PORT,
+                protocol: Some(protocol.into()),
+                target_port: Some(IntOrString::Int(SIP_PORT)),
+                ..Default::default()
+            }]),
             cluster_ip: Some("None".into()),
             ..Default::default()
         }),
         ..Default::default()
     };
+    let (service, tcp_service) = (service(NAME, "UDP"), service(TCP_SERVICE, "TCP"));
     let pdb = PodDisruptionBudget {
         metadata: meta(namespace, &owners),
         spec: Some(PodDisruptionBudgetSpec {
@@ -370,6 +366,7 @@ pub(super) fn children(
         config_map,
         deployment,
         service,
+        tcp_service,
         pdb,
         hpa,
     })

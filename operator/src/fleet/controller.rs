@@ -11,6 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -23,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::crd::RecordingPolicy;
-use crate::fleet::{self, Children, NAME};
+use crate::fleet::{self, Children, NAME, TCP_SERVICE};
 use crate::kube::MANAGER;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
@@ -99,6 +100,25 @@ pub async fn run(
         settings,
         metrics,
     });
+    let front_door = ctx.settings.front_door.enabled;
+    let policies_of = ctx.store.clone();
+    let controller = if front_door {
+        // The front door's dispatcher list follows the recorders' readiness.
+        controller.watches(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(&format!("kubernetes.io/service-name={NAME}")),
+            move |slice: EndpointSlice| {
+                let ns = slice.namespace()?;
+                policies_of
+                    .state()
+                    .iter()
+                    .find(|p| p.namespace().as_deref() == Some(ns.as_str()))
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+            },
+        )
+    } else {
+        controller
+    };
     controller
         .watches(
             Api::<ConfigMap>::all(client.clone()),
@@ -155,7 +175,12 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
         &Time(jiff::Timestamp::now()),
     )?;
     match &plan.children {
-        Some(children) => apply_children(&ctx.client, &ns, children).await?,
+        Some(children) => {
+            apply_children(&ctx.client, &ns, children).await?;
+            if ctx.settings.front_door.enabled {
+                apply_front_door(&ctx, &ns, children).await?;
+            }
+        }
         None => delete_children(&ctx.client, &ns).await?,
     }
     let api = Api::<RecordingPolicy>::namespaced(ctx.client.clone(), &ns);
@@ -215,7 +240,7 @@ where
 {
     let api = Api::<K>::namespaced(client.clone(), ns);
     api.patch(
-        NAME,
+        obj.meta().name.as_deref().unwrap_or(NAME),
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(obj),
     )
@@ -223,7 +248,7 @@ where
     Ok(())
 }
 
-async fn delete<K>(client: &Client, ns: &str) -> Result<(), Error>
+async fn delete<K>(client: &Client, ns: &str, name: &str) -> Result<(), Error>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -232,7 +257,7 @@ where
     K::DynamicType: Default,
 {
     match Api::<K>::namespaced(client.clone(), ns)
-        .delete(NAME, &DeleteParams::background())
+        .delete(name, &DeleteParams::background())
         .await
     {
         Ok(_) => Ok(()),
@@ -249,25 +274,47 @@ async fn apply_children(client: &Client, ns: &str, c: &Children) -> Result<(), E
             if s.code == 422 && s.message.contains("clusterIP") =>
         {
             tracing::info!(namespace = ns, "recorder Service recreated headless");
-            delete::<Service>(client, ns).await?;
+            delete::<Service>(client, ns, NAME).await?;
             apply(client, ns, &c.service).await?;
         }
         other => other?,
     }
+    apply(client, ns, &c.tcp_service).await?;
     apply(client, ns, &c.deployment).await?;
     apply(client, ns, &c.pdb).await?;
     match &c.hpa {
         Some(hpa) => apply(client, ns, hpa).await,
-        None => delete::<HorizontalPodAutoscaler>(client, ns).await,
+        None => delete::<HorizontalPodAutoscaler>(client, ns, NAME).await,
     }
+}
+
+/// The front door, configured with the recorders the EndpointSlices list as ready.
+async fn apply_front_door(ctx: &Context, ns: &str, children: &Children) -> Result<(), Error> {
+    let slices = Api::<EndpointSlice>::namespaced(ctx.client.clone(), ns)
+        .list(
+            &kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={NAME}")),
+        )
+        .await?;
+    let recorders = fleet::front_door::ready_recorders(&slices.items);
+    let owners = children
+        .config_map
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    let door = fleet::front_door::children(ns, &owners, &ctx.settings.front_door, &recorders);
+    apply(&ctx.client, ns, &door.config_map).await?;
+    apply(&ctx.client, ns, &door.deployment).await?;
+    apply(&ctx.client, ns, &door.service).await
 }
 
 /// No active policy left (all suspended): the fleet goes. Deleted policies need nothing here,
 /// garbage collection follows their owner references.
 async fn delete_children(client: &Client, ns: &str) -> Result<(), Error> {
-    delete::<HorizontalPodAutoscaler>(client, ns).await?;
-    delete::<PodDisruptionBudget>(client, ns).await?;
-    delete::<Deployment>(client, ns).await?;
-    delete::<Service>(client, ns).await?;
-    delete::<ConfigMap>(client, ns).await
+    delete::<HorizontalPodAutoscaler>(client, ns, NAME).await?;
+    delete::<PodDisruptionBudget>(client, ns, NAME).await?;
+    delete::<Deployment>(client, ns, NAME).await?;
+    delete::<Service>(client, ns, TCP_SERVICE).await?;
+    delete::<Service>(client, ns, NAME).await?;
+    delete::<ConfigMap>(client, ns, NAME).await
 }

@@ -5,6 +5,7 @@
 //! Events worth publishing. The controller only applies what it returns.
 
 pub mod controller;
+pub mod front_door;
 
 use std::collections::BTreeMap;
 
@@ -42,6 +43,9 @@ use children::*;
 
 /// Name of every child object in a namespace.
 pub const NAME: &str = "opname-recorder";
+/// The recorders' SIP-over-TCP Service (`_sip._tcp.opname-recorder-tcp.<ns>.svc`); `NAME` is
+/// the UDP one (`_sip._udp.opname-recorder.<ns>.svc`).
+pub const TCP_SERVICE: &str = "opname-recorder-tcp";
 /// Key of the recorder configuration in the ConfigMap.
 pub const CONFIG_KEY: &str = "recorder.yaml";
 const CONFIG_DIR: &str = "/etc/opname";
@@ -60,7 +64,10 @@ pub enum FleetError {
 pub struct Children {
     pub config_map: ConfigMap,
     pub deployment: Deployment,
+    /// The UDP Service, named [`NAME`].
     pub service: Service,
+    /// The TCP Service, named [`TCP_SERVICE`].
+    pub tcp_service: Service,
     pub pdb: PodDisruptionBudget,
     pub hpa: Option<HorizontalPodAutoscaler>,
 }

@@ -231,19 +231,23 @@ fn deployment_service_and_pdb_are_production_shaped() {
     assert_eq!(mounts, ["/etc/opname", "/var/spool/opname"]);
     assert_eq!(pod.host_network, None);
     assert!(pod.affinity.is_none());
-    let ports: Vec<_> = c
-        .service
-        .spec
-        .unwrap()
-        .ports
-        .unwrap()
-        .iter()
-        .map(|p| (p.port, p.protocol.clone().unwrap()))
-        .collect();
-    assert_eq!(
-        ports,
-        [(5060, "UDP".to_string()), (5060, "TCP".to_string())]
-    );
+    // One headless Service per transport, each port named `sip`: the standard SRV names
+    // `_sip._udp.opname-recorder.acme.svc` and `_sip._tcp.opname-recorder-tcp.acme.svc`.
+    for (service, name, protocol) in [
+        (&c.service, NAME, "UDP"),
+        (&c.tcp_service, TCP_SERVICE, "TCP"),
+    ] {
+        assert_eq!(service.metadata.name.as_deref(), Some(name));
+        let spec = service.spec.clone().unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+        let ports: Vec<_> = spec
+            .ports
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.port, p.protocol.clone().unwrap()))
+            .collect();
+        assert_eq!(ports, [("sip".to_string(), 5060, protocol.to_string())]);
+    }
     assert_eq!(
         c.pdb.spec.unwrap().max_unavailable,
         Some(IntOrString::Int(1))
