@@ -152,7 +152,8 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         .as_array()
         .unwrap();
     assert_eq!(owners.len(), 2, "owned by both policies");
-    wait_for("Ready on alice", 10, || {
+    // Ready once a recorder is: the EndpointSlice lists it ready.
+    wait_for("Ready on alice", 60, || {
         condition(&policy(&server, "alice"), "Ready") == Some(("True".into(), "Compiled".into()))
     })
     .await;

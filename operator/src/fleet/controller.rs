@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -100,11 +100,10 @@ pub async fn run(
         settings,
         metrics,
     });
-    let front_door = ctx.settings.front_door.enabled;
     let policies_of = ctx.store.clone();
-    let controller = if front_door {
-        // The front door's dispatcher list follows the recorders' readiness.
-        controller.watches(
+    controller
+        // Ready and the front door's dispatcher list follow the recorders' readiness.
+        .watches(
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default().labels(&format!("kubernetes.io/service-name={NAME}")),
             move |slice: EndpointSlice| {
@@ -116,10 +115,6 @@ pub async fn run(
                     .map(|p| ObjectRef::from_obj(p.as_ref()))
             },
         )
-    } else {
-        controller
-    };
-    controller
         .watches(
             Api::<ConfigMap>::all(client.clone()),
             children_selector(),
@@ -167,18 +162,24 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
         .map(|p| (*p).clone())
         .collect();
     let retention = ctx.retention.read().ok().and_then(|r| r.clone());
-    let plan = fleet::plan(
+    let now = Time(jiff::Timestamp::now());
+    let mut plan = fleet::plan(&ns, &policies, &ctx.settings, retention.as_ref(), &now)?;
+    let slices = Api::<EndpointSlice>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={NAME}")))
+        .await?;
+    let recorders = fleet::serving::ready_recorders(&slices.items);
+    fleet::serving::require_ready_recorders(
         &ns,
+        &mut plan.statuses,
         &policies,
-        &ctx.settings,
-        retention.as_ref(),
-        &Time(jiff::Timestamp::now()),
-    )?;
+        recorders.len(),
+        &now,
+    );
     match &plan.children {
         Some(children) => {
             apply_children(&ctx.client, &ns, children).await?;
             if ctx.settings.front_door.enabled {
-                apply_front_door(&ctx, &ns, children).await?;
+                apply_front_door(&ctx, &ns, children, &recorders).await?;
             }
         }
         None => delete_children(&ctx.client, &ns).await?,
@@ -289,20 +290,19 @@ async fn apply_children(client: &Client, ns: &str, c: &Children) -> Result<(), E
 }
 
 /// The front door, configured with the recorders the EndpointSlices list as ready.
-async fn apply_front_door(ctx: &Context, ns: &str, children: &Children) -> Result<(), Error> {
-    let slices = Api::<EndpointSlice>::namespaced(ctx.client.clone(), ns)
-        .list(
-            &kube::api::ListParams::default().labels(&format!("kubernetes.io/service-name={NAME}")),
-        )
-        .await?;
-    let recorders = fleet::front_door::ready_recorders(&slices.items);
+async fn apply_front_door(
+    ctx: &Context,
+    ns: &str,
+    children: &Children,
+    recorders: &[std::net::IpAddr],
+) -> Result<(), Error> {
     let owners = children
         .config_map
         .metadata
         .owner_references
         .clone()
         .unwrap_or_default();
-    let door = fleet::front_door::children(ns, &owners, &ctx.settings.front_door, &recorders);
+    let door = fleet::front_door::children(ns, &owners, &ctx.settings.front_door, recorders);
     apply(&ctx.client, ns, &door.config_map).await?;
     apply(&ctx.client, ns, &door.deployment).await?;
     apply(&ctx.client, ns, &door.service).await

@@ -16,7 +16,6 @@ use k8s_openapi::api::core::v1::{
     PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
     VolumeMount,
 };
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -54,21 +53,6 @@ fn selector(namespace: &str) -> BTreeMap<String, String> {
         ("app.kubernetes.io/name".into(), FRONT_DOOR.into()),
         ("app.kubernetes.io/instance".into(), namespace.into()),
     ])
-}
-
-/// The ready addresses of the recorder Service's EndpointSlices, sorted, each once. A recorder
-/// that is terminating is not ready, so it gets no new call while it drains.
-pub fn ready_recorders(slices: &[EndpointSlice]) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = slices
-        .iter()
-        .flat_map(|s| s.endpoints.iter().flatten())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-        .flat_map(|e| &e.addresses)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
 }
 
 /// The dispatcher's destination list: set 1, one line per ready recorder.
@@ -241,7 +225,8 @@ pub fn children(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+    use crate::fleet::serving::ready_recorders;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 
     fn slice(endpoints: &[(&str, bool)]) -> EndpointSlice {
         EndpointSlice {

@@ -6,6 +6,7 @@
 
 pub mod controller;
 pub mod front_door;
+pub mod serving;
 
 use std::collections::BTreeMap;
 

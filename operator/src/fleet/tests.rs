@@ -502,3 +502,56 @@ fn retention_enforced_only_after_verification_and_for_the_policys_class() {
         ("True".into(), "Sweeper".into())
     );
 }
+
+#[test]
+fn ready_means_a_recorder_is_ready_to_record() {
+    let policies = [policy("alice", 1, &["1001"]), policy("bob", 2, &["1002"])];
+    let mut planned = plan("acme", &policies, &settings(), None, &at(0)).unwrap();
+    let ready = |statuses: &BTreeMap<String, RecordingPolicyStatus>, name: &str| {
+        let c = statuses[name]
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .clone();
+        (c.status, c.reason, c.last_transition_time)
+    };
+    // One ready recorder: what the plan said stands.
+    let mut serving = planned.statuses.clone();
+    serving::require_ready_recorders("acme", &mut serving, &policies, 1, &at(5));
+    assert_eq!(serving, planned.statuses);
+    // None: not Ready, with what to look at.
+    serving::require_ready_recorders("acme", &mut planned.statuses, &policies, 0, &at(5));
+    assert_eq!(
+        ready(&planned.statuses, "alice"),
+        ("False".into(), "NoReadyRecorder".into(), at(5))
+    );
+    let c = &planned.statuses["bob"].conditions[0];
+    assert!(
+        c.message.contains("kubectl -n acme get pods"),
+        "{}",
+        c.message
+    );
+    // Still none a minute later: the same condition, its transition time kept (no status write).
+    let mut later: Vec<_> = policies.to_vec();
+    for p in &mut later {
+        p.status = planned.statuses.get(&p.name_any()).cloned();
+    }
+    let mut again = fleet_plan_at(&later, 65);
+    serving::require_ready_recorders("acme", &mut again, &later, 0, &at(65));
+    assert_eq!(ready(&again, "alice").2, at(5));
+    // A suspended policy keeps its own reason.
+    let mut suspended = policy("carol", 3, &["1003"]);
+    suspended.spec.suspended = true;
+    let mut s = plan("acme", &[suspended.clone()], &settings(), None, &at(0))
+        .unwrap()
+        .statuses;
+    serving::require_ready_recorders("acme", &mut s, &[suspended], 0, &at(5));
+    assert_eq!(ready(&s, "carol").1, "Suspended");
+}
+
+fn fleet_plan_at(policies: &[RecordingPolicy], t: i64) -> BTreeMap<String, RecordingPolicyStatus> {
+    plan("acme", policies, &settings(), None, &at(t))
+        .unwrap()
+        .statuses
+}
