@@ -143,6 +143,16 @@ pub struct SpoolConfig {
     /// Readiness turns false while more than this many bytes of finished recordings wait for
     /// the store, so new calls go to other recorders; calls in progress continue.
     pub high_water_bytes: u64,
+    /// Every this many seconds a call in progress uploads what it has written since as a
+    /// segment, so a lost pod or node loses at most this much of its calls; 0: off.
+    pub segment_seconds: u64,
+}
+
+impl SpoolConfig {
+    /// Segments this much older than their call's newest are taken for a lost recorder's.
+    pub fn stale_seconds(&self) -> u64 {
+        3 * self.segment_seconds
+    }
 }
 
 impl Default for SpoolConfig {
@@ -150,6 +160,7 @@ impl Default for SpoolConfig {
         Self {
             dir: PathBuf::from("/var/spool/opname"),
             high_water_bytes: 2 * 1024 * 1024 * 1024,
+            segment_seconds: 10,
         }
     }
 }

@@ -11,6 +11,9 @@
 //! - `audit/{yyyy}/{mm}/{dd}/{millis}-{name}.json`: deletions and releases opname made itself.
 //! - `exports/{ns}/{name}/…`: BulkExport archives, under their own lifecycle rule.
 //! - `index/{ns}/{yyyy}/{mm}/{dd}.json`: the recordings service's per-day listing indexes.
+//! - `segments/{ns}/{id}/record.partial` and `…/{seq:08}.ogg`: a recording in progress, uploaded as
+//!   it is written so that a lost node loses seconds, not calls; removed once the recording is
+//!   stored (a lifecycle rule expires what is left).
 
 use jiff::civil::Date;
 use object_store::path::Path;
@@ -21,6 +24,10 @@ const HELD: &str = "held";
 const AUDIT: &str = "audit";
 const EXPORTS: &str = "exports";
 const INDEX: &str = "index";
+const SEGMENTS: &str = "segments";
+const SEGMENT: &str = ".ogg";
+/// Not `.json`: nothing that looks for records takes a recording in progress for one.
+const PARTIAL: &str = ".partial";
 const ACCESS: &str = ".access";
 
 /// The two objects of one recording.
@@ -190,6 +197,43 @@ impl Layout {
         Path::from(self.join(&format!("{INDEX}/{namespace}")))
     }
 
+    /// Where the recordings in progress of a namespace upload their segments.
+    pub fn segments(&self, namespace: &str) -> Path {
+        Path::from(self.join(&format!("{SEGMENTS}/{namespace}")))
+    }
+
+    /// `{prefix}/segments/`: what the segments' lifecycle rule expires.
+    pub fn segments_prefix(&self) -> String {
+        self.join(&format!("{SEGMENTS}/"))
+    }
+
+    /// One recording's segments and its record while in progress.
+    pub fn segment_dir(&self, namespace: &str, id: &str) -> Path {
+        Path::from(self.join(&format!("{SEGMENTS}/{namespace}/{id}")))
+    }
+
+    /// Segment `seq` of a recording in progress: bytes of its Ogg file, in order from 0.
+    pub fn segment(&self, namespace: &str, id: &str, seq: u32) -> Path {
+        Path::from(format!(
+            "{}/{seq:08}{SEGMENT}",
+            self.segment_dir(namespace, id)
+        ))
+    }
+
+    /// The record of a recording in progress (its partial record, with its final keys).
+    pub fn segment_record(&self, namespace: &str, id: &str) -> Path {
+        Path::from(format!(
+            "{}/record{PARTIAL}",
+            self.segment_dir(namespace, id)
+        ))
+    }
+
+    /// The sequence number of a segment key; `None` for the record or anything else.
+    pub fn segment_seq(key: &Path) -> Option<u32> {
+        let name = key.filename()?.strip_suffix(SEGMENT)?;
+        (name.len() == 8).then(|| name.parse().ok())?
+    }
+
     /// Who accessed a recording: beside its record, so it expires with the recording's class.
     /// `user` must already be safe as a key component.
     pub fn access(record: &str, millis: i64, action: &str, user: &str) -> Path {
@@ -283,6 +327,27 @@ pub mod spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn segments_sit_outside_every_class_and_parse_back() {
+        let l = Layout::new("rec");
+        assert_eq!(l.segments("acme").as_ref(), "rec/segments/acme");
+        assert_eq!(l.segments_prefix(), "rec/segments/");
+        let seg = l.segment("acme", "0199", 42);
+        assert_eq!(seg.as_ref(), "rec/segments/acme/0199/00000042.ogg");
+        assert_eq!(Layout::segment_seq(&seg), Some(42));
+        let record = l.segment_record("acme", "0199");
+        assert_eq!(record.as_ref(), "rec/segments/acme/0199/record.partial");
+        assert_eq!(Layout::segment_seq(&record), None);
+        assert_eq!(
+            Layout::segment_seq(&Path::from("rec/segments/acme/0199/42.ogg")),
+            None
+        );
+        assert!(
+            l.class_of(seg.as_ref()).is_none(),
+            "no retention class sees it"
+        );
+    }
 
     #[test]
     fn layout_puts_class_and_namespace_first() {

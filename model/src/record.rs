@@ -37,6 +37,9 @@ pub enum EndReason {
     Shutdown,
     /// The recorder process died; recovered from the spool at the next start.
     Crashed,
+    /// The recorder's pod or node was lost with its spool; assembled by another recorder from
+    /// the segments it had uploaded.
+    NodeLost,
 }
 
 impl EndReason {
@@ -49,6 +52,7 @@ impl EndReason {
             EndReason::MediaFailed => "media-failed",
             EndReason::Shutdown => "shutdown",
             EndReason::Crashed => "crashed",
+            EndReason::NodeLost => "node-lost",
         }
     }
 }

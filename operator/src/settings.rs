@@ -181,6 +181,9 @@ pub struct RecorderSettings {
     pub drain_seconds: u64,
     /// How long a stopping recorder's last uploads may take.
     pub final_upload_seconds: u64,
+    /// Calls in progress upload what they wrote every this many seconds, so a lost pod or
+    /// node loses at most this much of them (0: off; the spool's copy is then the only one).
+    pub segment_seconds: u64,
     /// Time the endpoints get to drop a terminating pod before it stops taking calls.
     pub pre_stop_seconds: i64,
     /// Size limit of the spool `emptyDir`.
@@ -258,6 +261,7 @@ impl Default for RecorderSettings {
             resources: Resources::default(),
             drain_seconds: 3600,
             final_upload_seconds: 120,
+            segment_seconds: 10,
             pre_stop_seconds: 10,
             spool_size: "4Gi".into(),
             bitrate: 24_000,

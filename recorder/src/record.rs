@@ -8,6 +8,44 @@ use crate::media::mixer::{self, StreamReport, Summary};
 use crate::protocol::metadata::Metadata;
 use crate::siprec::StartRecording;
 
+/// What is left of a recording whose recorder stopped before its end (a crash, with the spool's
+/// audio; a lost pod or node, with its uploaded segments): the audio cut at its last whole Ogg
+/// page and the record marked incomplete with `reason`. `None` when there is nothing to keep: no
+/// whole page, or an on-demand call nobody asked to keep.
+pub fn salvage(
+    mut record: Record,
+    mut audio: Vec<u8>,
+    reason: EndReason,
+) -> Option<(Vec<u8>, Record)> {
+    use sha2::Digest;
+    let granule = crate::media::ogg::repair(&mut audio)?;
+    if record.unkept() {
+        return None;
+    }
+    record.cut(
+        granule as f64 / 48_000.0,
+        audio.len() as u64,
+        hex::encode(sha2::Sha256::digest(&audio)),
+        reason,
+    );
+    Some((audio, record))
+}
+
+/// A lost recorder's recording from its segments, in order: the run of consecutive segments from
+/// 0 (a gap ends it: what follows cannot be placed), salvaged as [`salvage`] does.
+pub fn assemble(record: Record, segments: &[(u32, Vec<u8>)]) -> Option<(Vec<u8>, Record)> {
+    let mut sorted: Vec<&(u32, Vec<u8>)> = segments.iter().collect();
+    sorted.sort_by_key(|(seq, _)| *seq);
+    let mut audio = Vec::new();
+    for (expected, (seq, bytes)) in sorted.into_iter().enumerate() {
+        if *seq as usize != expected {
+            break;
+        }
+        audio.extend_from_slice(bytes);
+    }
+    salvage(record, audio, EndReason::NodeLost)
+}
+
 /// The record as far as it is known when the call starts: end, audio and statistics are filled
 /// in by [`finish`], or by crash recovery from the spool's copy.
 pub fn initial(
@@ -144,4 +182,75 @@ pub fn participants(md: &Metadata, streams: &[StreamReport]) -> Vec<Participant>
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ogg::OggOpusWriter;
+
+    const RECORD: &str = r#"{
+        "schema": 1, "id": "0190", "namespace": "acme", "user": "alice", "policy": "alice",
+        "mode": "Always", "matchedIdentity": "tel:1001", "participants": [],
+        "start": "2026-11-02T09:30:00Z", "end": "2026-11-02T09:30:00Z", "durationSeconds": 0.0,
+        "codecs": ["PCMU"], "pauses": [], "streams": [],
+        "audio": {"key": "r7/acme/2026/11/02/0190.opus", "contentType": "audio/ogg; codecs=opus",
+                  "size": 0, "sha256": "", "sampleRate": 8000, "channels": 2},
+        "retentionDays": 7, "retainUntil": "2026-11-09T09:30:00Z",
+        "complete": true, "endReason": "bye", "recorder": "lost-pod"
+    }"#;
+
+    /// Three seconds of audio as a recorder uploads it: split at page boundaries.
+    fn segments() -> Vec<Vec<u8>> {
+        let mut bytes = Vec::new();
+        let mut w = OggOpusWriter::new(&mut bytes, 7, 2, 8000, 312, "t").unwrap();
+        for _ in 0..150 {
+            w.write_audio(&[1u8; 40]).unwrap();
+        }
+        drop(w);
+        let pages: Vec<usize> = (0..bytes.len() - 3)
+            .filter(|&i| &bytes[i..i + 4] == b"OggS")
+            .chain([bytes.len()])
+            .collect();
+        // Headers and the first second; the second; the third.
+        [(0, 3), (3, 4), (4, 5)]
+            .iter()
+            .map(|&(a, b)| bytes[pages[a]..pages[b]].to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_lost_recorders_segments_make_an_incomplete_recording() {
+        let record = Record::parse("k", RECORD.as_bytes()).unwrap();
+        let s = segments();
+        let all: Vec<(u32, Vec<u8>)> =
+            vec![(2, s[2].clone()), (0, s[0].clone()), (1, s[1].clone())];
+        let (audio, r) = assemble(record.clone(), &all).unwrap();
+        assert_eq!(
+            audio.len(),
+            s.iter().map(Vec::len).sum::<usize>(),
+            "in order, all of it"
+        );
+        assert_eq!(r.end_reason, EndReason::NodeLost);
+        assert!(!r.complete);
+        assert!(
+            (r.duration_seconds - 3.0).abs() < 0.05,
+            "{}",
+            r.duration_seconds
+        );
+        assert_eq!(r.audio.size, audio.len() as u64);
+        assert_eq!(r.end, r.at(r.duration_seconds));
+        // A gap ends what can be placed; without the first segment there is no stream.
+        let (_, gap) = assemble(record.clone(), &[(0, s[0].clone()), (2, s[2].clone())]).unwrap();
+        assert!(
+            (gap.duration_seconds - 1.0).abs() < 0.05,
+            "{}",
+            gap.duration_seconds
+        );
+        assert!(assemble(record.clone(), &[(1, s[1].clone())]).is_none());
+        // An on-demand call nobody kept stays unkept.
+        let mut unkept = record;
+        unkept.mode = opname_model::policy::Mode::OnDemand;
+        assert!(assemble(unkept, &all).is_none());
+    }
 }

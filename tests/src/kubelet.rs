@@ -297,6 +297,43 @@ impl Kubelet {
             .unwrap_or_default()
     }
 
+    /// Loses a pod as a dead node would: its processes killed at once and its `emptyDir` spool
+    /// gone. (The container restarts here with an empty spool, as a replacement pod would start.)
+    pub fn lose(&self, namespace: &str, name: &str) -> bool {
+        self.pods.lock().is_ok_and(|pods| {
+            pods.iter()
+                .find(|p| p.namespace == namespace && p.name == name)
+                .and_then(|p| Some((p.process.as_ref()?, p.dir.join("volumes/spool"))))
+                .map(|(process, spool)| {
+                    let _ = Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{}", process.child.id())])
+                        .status();
+                    let _ = std::fs::remove_dir_all(&spool);
+                    let _ = std::fs::create_dir_all(&spool);
+                })
+                .is_some()
+        })
+    }
+
+    /// Name and HTTP address of each running pod of a namespace whose name starts with `prefix`.
+    pub fn http_addresses(
+        &self,
+        namespace: &str,
+        prefix: &str,
+    ) -> Vec<(String, std::net::SocketAddr)> {
+        self.pods
+            .lock()
+            .map(|p| {
+                p.iter()
+                    .filter(|p| {
+                        p.namespace == namespace && p.name.starts_with(prefix) && p.running()
+                    })
+                    .map(|p| (p.name.clone(), p.http))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// SIP address of each running pod of a namespace whose name starts with `prefix`.
     pub fn sip_addresses(&self, namespace: &str, prefix: &str) -> Vec<std::net::SocketAddr> {
         self.pods

@@ -269,3 +269,111 @@ async fn one_sbc_through_the_front_door_spreads_its_calls_over_every_recorder() 
     assert_spread(&f, &report, calls).await;
     f.server.assert_chart_rbac_sufficed();
 }
+
+/// Active calls of a recorder, from its metrics.
+fn active_calls(http: SocketAddr) -> usize {
+    opname_tests::http_get(http, "/metrics")
+        .ok()
+        .and_then(|(_, m)| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("opname_active_calls ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_lost_with_its_spool_loses_seconds_not_calls() {
+    let f = fleet("").await;
+    let calls = 8;
+    let hold = 40;
+    let loadgen = std::thread::spawn(move || {
+        Command::new(bin("opname-tools"))
+            .args([
+                "loadgen",
+                "--target",
+                "opname-recorder.acme.svc.cluster.local",
+                "--dns",
+                &f.dns.to_string(),
+                "--calls",
+                &calls.to_string(),
+                "--seconds",
+                &hold.to_string(),
+            ])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    });
+    // Mid-call: the recorder holding the most calls dies with its spool.
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    let (victim, lost_calls) = f
+        .kubelet
+        .http_addresses("acme", opname_operator::fleet::NAME)
+        .into_iter()
+        .map(|(name, http)| (name, active_calls(http)))
+        .max_by_key(|(_, n)| *n)
+        .unwrap();
+    assert!(lost_calls > 0, "some recorder holds calls");
+    let lost_at = jiff::Timestamp::now();
+    assert!(f.kubelet.lose("acme", &victim));
+
+    // Within a minute another recorder has stored what the lost one had uploaded.
+    let lost = || {
+        files_with(&f.store, ".json")
+            .iter()
+            .filter_map(|p| serde_json::from_slice::<Value>(&std::fs::read(p).ok()?).ok())
+            .filter(|r| r["endReason"] == "node-lost")
+            .collect::<Vec<_>>()
+    };
+    wait_for("the lost calls in the store", 60, || {
+        lost().len() == lost_calls
+    })
+    .await;
+    let recovered_within = jiff::Timestamp::now().duration_since(lost_at);
+    for r in lost() {
+        assert_eq!(r["complete"], false, "{r:#}");
+        assert_eq!(r["recorder"], victim.as_str(), "{r:#}");
+        let start: jiff::Timestamp = r["start"].as_str().unwrap().parse().unwrap();
+        let had = lost_at.duration_since(start).as_secs_f64();
+        let kept = r["durationSeconds"].as_f64().unwrap();
+        assert!(
+            kept >= had - 11.0 && kept <= had + 1.0,
+            "at most 10 s lost: {kept} s of {had} s ({r:#})"
+        );
+        // The audio is there, a valid Ogg stream of that length.
+        let key = r["audio"]["key"].as_str().unwrap();
+        let audio = std::fs::read(f.store.join(key)).unwrap();
+        assert_eq!(audio.len() as u64, r["audio"]["size"].as_u64().unwrap());
+        assert_eq!(&audio[..4], b"OggS");
+    }
+    eprintln!(
+        "lost {lost_calls} calls with {victim}; stored within {:.1} s",
+        recovered_within.as_secs_f64()
+    );
+
+    // The other recorders kept their calls; the lost recorder's BYEs find no dialog.
+    let out = loadgen.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["answered"], calls, "{report:#}");
+    assert_eq!(report["ended"], calls - lost_calls, "{report:#}");
+    wait_for("every call in the store", 30, || {
+        files_with(&f.store, ".json").len() == calls
+    })
+    .await;
+    let complete = files_with(&f.store, ".json")
+        .iter()
+        .filter_map(|p| serde_json::from_slice::<Value>(&std::fs::read(p).ok()?).ok())
+        .filter(|r| r["complete"] == true && r["endReason"] == "bye")
+        .count();
+    assert_eq!(complete, calls - lost_calls);
+    // Nothing of the calls in progress is left behind.
+    wait_for("no segments left", 30, || {
+        !f.store.join("recordings/segments/acme").exists()
+            || files_with(&f.store.join("recordings/segments/acme"), "").is_empty()
+    })
+    .await;
+}

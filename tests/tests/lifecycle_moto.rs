@@ -45,7 +45,8 @@ async fn lifecycle_round_trip() {
             "opname-abort-incomplete-uploads",
             "opname-exports",
             "opname-r30",
-            "opname-r90"
+            "opname-r90",
+            "opname-segments"
         ]
     );
     let raw = bucket.get().await.unwrap();
@@ -75,7 +76,8 @@ async fn lifecycle_round_trip() {
             "opname-abort-incomplete-uploads",
             "opname-exports",
             "opname-r30",
-            "opname-r7"
+            "opname-r7",
+            "opname-segments"
         ]
     );
 

@@ -44,6 +44,7 @@ pub fn recorder_config(
             // Stop taking new calls while three quarters of the emptyDir wait for the store.
             high_water_bytes: quantity_bytes(&settings.recorder.spool_size)
                 .map_or(rc::SpoolConfig::default().high_water_bytes, |b| b / 4 * 3),
+            segment_seconds: settings.recorder.segment_seconds,
         },
         limits: rc::LimitsConfig {
             max_calls: settings.capacity.max_calls_per_replica,

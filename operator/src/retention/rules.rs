@@ -121,8 +121,12 @@ impl Enforcement {
     }
 }
 
-/// opname's rules for these retention classes, and for export archives kept `archive_days`
-/// (0: no archive rule).
+/// Days a recording's segments may outlive it: a recorder assembles a lost recorder's within a
+/// minute, so what is older is a leftover (a segment uploaded after its recording was stored).
+pub const SEGMENT_DAYS: u32 = 2;
+
+/// opname's rules for these retention classes, for export archives kept `archive_days` (0: no
+/// archive rule) and for the segments of recordings in progress.
 pub fn desired(layout: &Layout, classes: &BTreeSet<u32>, archive_days: u32) -> Vec<Rule> {
     let mut rules: Vec<Rule> = classes
         .iter()
@@ -140,6 +144,11 @@ pub fn desired(layout: &Layout, classes: &BTreeSet<u32>, archive_days: u32) -> V
             days: archive_days,
         });
     }
+    rules.push(Rule::Expire {
+        id: format!("{RULE_PREFIX}segments"),
+        prefix: layout.segments_prefix(),
+        days: SEGMENT_DAYS,
+    });
     rules.push(Rule::AbortMultipart {
         id: format!("{RULE_PREFIX}abort-incomplete-uploads"),
         prefix: layout.everything(),
@@ -309,6 +318,11 @@ mod tests {
                     prefix: "recordings/r90/".into(),
                     days: 90
                 },
+                Rule::Expire {
+                    id: "opname-segments".into(),
+                    prefix: "recordings/segments/".into(),
+                    days: 2
+                },
                 Rule::AbortMultipart {
                     id: "opname-abort-incomplete-uploads".into(),
                     prefix: "recordings/".into(),
@@ -319,7 +333,7 @@ mod tests {
         assert!(
             desired(&Layout::new(""), &set(&[0]), 0)
                 .iter()
-                .all(|r| matches!(r, Rule::AbortMultipart { .. })),
+                .all(|r| r.class().is_none()),
             "a 0-day class never deletes everything now"
         );
     }

@@ -98,6 +98,21 @@ pub async fn sweep(
             }
         }
     }
+    // Segments of recordings in progress outlive them only as leftovers.
+    let mut listing = store.list(Some(&Path::from(
+        layout.segments_prefix().trim_end_matches('/'),
+    )));
+    while let Some(meta) = listing.next().await {
+        let meta = meta?;
+        let created =
+            jiff::Timestamp::from_millisecond(meta.last_modified.timestamp_millis()).unwrap_or(now);
+        if rules::expired(created, rules::SEGMENT_DAYS, now) {
+            opname_model::store::delete(store, &meta.location).await?;
+            report.deleted.push(meta.location.to_string());
+            report.bytes += meta.size;
+            tokio::time::sleep(pause).await;
+        }
+    }
     if !report.deleted.is_empty() {
         let audit = Audit {
             deleted: report.deleted.clone(),

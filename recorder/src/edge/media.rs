@@ -11,6 +11,7 @@ use opname_model::layout::spool as names;
 use opname_model::record::Record;
 use tokio::sync::mpsc;
 
+use super::segments::{self, Progress};
 use super::spool::{self, SpoolWriter};
 use super::upload::enqueue;
 use super::{CoreInput, Shared};
@@ -76,7 +77,12 @@ pub(super) fn start_call(
         .layout
         .recording(start.policy.retention_days, &start.namespace, day, &id);
     let record = record::initial(&start, &id, started, &keys, &shared.recorder_name);
+    shared.owned.insert(&id);
     let task = MediaTask {
+        progress: Progress::new(
+            now,
+            Duration::from_secs(shared.config.spool.segment_seconds),
+        ),
         partial: names::partial(&shared.config.spool.dir, &id),
         id,
         audio_path,
@@ -86,7 +92,7 @@ pub(super) fn start_call(
         record,
         keys,
     };
-    task.write_partial();
+    task.publish(&shared);
     tokio::spawn(media_task(task, rx, shared));
     Ok(tx)
 }
@@ -120,14 +126,18 @@ pub(super) struct MediaTask {
     /// this, written whenever it changes.
     record: Record,
     keys: opname_model::layout::RecordingKeys,
+    /// How far the spool file has gone up as segments.
+    progress: Progress,
 }
 
 impl MediaTask {
-    /// The partial record beside a recording in progress, for recovery after a crash.
-    fn write_partial(&self) {
+    /// The record of a recording in progress: beside it in the spool, for recovery after a
+    /// crash, and beside its segments in the store, for recovery after the pod is lost.
+    fn publish(&self, shared: &Shared) {
         if let Err(e) = spool::write_record(&self.partial, &self.record) {
             tracing::warn!(id = self.id, error = %e, "cannot write the partial record");
         }
+        segments::record(shared, &self.record);
     }
 }
 
@@ -160,7 +170,7 @@ pub(super) async fn media_task(
                     }
                     t.start.streams = streams;
                     record::refresh(&mut t.record, &t.start);
-                    t.write_partial();
+                    t.publish(&shared);
                 }
                 Some(CallCmd::Stop(reason)) => break reason,
                 None => break EndReason::Shutdown,
@@ -181,7 +191,7 @@ pub(super) async fn media_task(
                 }
                 if t.record.kept_at.is_none() && let Some(at) = t.recording.kept_at() {
                     t.record.kept_at = Some(t.record.at(at));
-                    t.write_partial();
+                    t.publish(&shared);
                 }
                 if let Err(e) = t.recording.tick(now) {
                     tracing::error!(id = t.id, error = %e, "encoding failed; ending the recording");
@@ -189,6 +199,8 @@ pub(super) async fn media_task(
                     let _ = shared.core_tx.send(CoreInput::MediaEnded { call: t.start.call, reason: EndReason::MediaFailed }).await;
                     break EndReason::MediaFailed;
                 }
+                let written = t.recording.output().written();
+                t.progress.tick(&shared, &t.id, &t.audio_path, written, now);
                 if t.recording.silent_for(now).is_some_and(|d| d >= timeout) {
                     tracing::warn!(id = t.id, "RTP timeout; finalising");
                     let _ = shared.core_tx.send(CoreInput::MediaEnded { call: t.start.call, reason: EndReason::MediaTimeout }).await;
@@ -224,6 +236,14 @@ fn finalise(t: MediaTask, reason: EndReason, shared: &Shared) -> Result<(), Reco
         drop(writer);
         std::fs::remove_file(&audio_path)?;
         let _ = std::fs::remove_file(&partial);
+        // Nor is what went up as segments kept.
+        let segments_tx = shared.segments_tx.clone();
+        let gone = id.clone();
+        tokio::spawn(async move {
+            segments_tx
+                .send(segments::SegmentJob::Done { id: gone })
+                .await
+        });
         shared
             .metrics
             .recordings

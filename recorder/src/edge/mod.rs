@@ -29,6 +29,7 @@ pub mod cpu;
 mod media;
 mod ports;
 pub mod process;
+mod segments;
 mod sip;
 mod spool;
 mod upload;
@@ -74,6 +75,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     core_tx: mpsc::Sender<CoreInput>,
     upload_tx: mpsc::UnboundedSender<upload::UploadJob>,
+    segments_tx: mpsc::Sender<segments::SegmentJob>,
+    /// Recordings this process owns until they are stored (the assembler leaves them alone).
+    owned: Arc<segments::Owned>,
     audio: AudioSettings,
     recorder_name: String,
     /// RTP sockets the core has taken ports for, bound before it answered.
@@ -139,6 +143,16 @@ pub async fn run(
     .with_ports(Box::new(rtp_ports.clone()));
     let (core_tx, core_rx) = mpsc::channel(4096);
     let (upload_tx, upload_rx) = mpsc::unbounded_channel();
+    let (segments_tx, segments_rx) = mpsc::channel(segments::QUEUE);
+    let owned = Arc::new(segments::Owned::default());
+    let segments = segments::Segments {
+        store: store.clone(),
+        layout: Layout::new(&config.store.prefix),
+        namespace: config.namespace.clone(),
+        spool: config.spool.clone(),
+        owned: owned.clone(),
+        metrics: metrics.clone(),
+    };
     let shared = Arc::new(Shared {
         audio: AudioSettings {
             bitrate: config.audio.bitrate,
@@ -154,10 +168,18 @@ pub async fn run(
         metrics: metrics.clone(),
         core_tx: core_tx.clone(),
         upload_tx,
+        segments_tx,
+        owned,
         ports: rtp_ports,
     });
 
-    let uploader = tokio::spawn(upload::uploader(shared.clone(), upload_rx));
+    let uploader = tokio::spawn(upload::uploader(
+        shared.clone(),
+        shared.segments_tx.clone(),
+        upload_rx,
+    ));
+    let segment_uploader = tokio::spawn(segments::uploader(segments.clone(), segments_rx));
+    let assembler = tokio::spawn(segments::assembler(segments));
     spool::requeue(&shared);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(http, crate::metrics::router(metrics)).await {
@@ -206,6 +228,10 @@ pub async fn run(
     // The uploader ends once every job is stored; what cannot be stored stays in the spool.
     let last_uploads = Duration::from_secs(shared_limits.final_upload_seconds);
     let _ = tokio::time::timeout(last_uploads, uploader).await;
+    assembler.abort();
+    // Deletions of stored recordings' segments queued last; a store still down leaves them
+    // to the other recorders (or the segments' lifecycle rule).
+    let _ = tokio::time::timeout(Duration::from_secs(5), segment_uploader).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -31,6 +31,11 @@ impl SpoolWriter {
         })
     }
 
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.bytes
+    }
+
     /// Size and SHA-256 (hex) of everything written.
     pub fn finish(self) -> (u64, String) {
         (self.bytes, hex::encode(self.hasher.finalize()))
@@ -79,23 +84,18 @@ fn keys_of(record: &Record) -> Option<RecordingKeys> {
 fn recover(dir: &Path, id: &str, shared: &Shared) -> Result<(), RecoverError> {
     let partial = names::partial(dir, id);
     let audio = names::audio(dir, id);
-    let mut record = read_record(&partial)?;
-    let mut bytes = std::fs::read(&audio).unwrap_or_default();
-    let granule = crate::media::ogg::repair(&mut bytes);
-    let (Some(granule), false) = (granule, record.unkept()) else {
+    let record = read_record(&partial)?;
+    let bytes = std::fs::read(&audio).unwrap_or_default();
+    let Some((bytes, record)) = crate::record::salvage(record, bytes, EndReason::Crashed) else {
         tracing::info!(file = %audio.display(), "nothing to recover from a crashed recording; removed");
         let _ = std::fs::remove_file(&audio);
         std::fs::remove_file(&partial)?;
         return Ok(());
     };
     std::fs::write(&audio, &bytes)?;
-    let seconds = granule as f64 / 48_000.0;
-    record.cut(
-        seconds,
-        bytes.len() as u64,
-        hex::encode(Sha256::digest(&bytes)),
-        EndReason::Crashed,
-    );
+    let seconds = record.duration_seconds;
+    // This process stores it, from the spool: no other recorder assembles its segments.
+    shared.owned.insert(id);
     let keys = keys_of(&record).ok_or(RecoverError::Key)?;
     let record_path = names::record(dir, id);
     write_record(&record_path, &record)?;
@@ -160,6 +160,7 @@ pub(super) fn requeue(shared: &Shared) {
         match (keys, std::fs::metadata(&audio)) {
             (Some(keys), Ok(meta)) => {
                 tracing::info!(file = %audio.display(), "re-queueing a finished recording from the spool");
+                shared.owned.insert(id);
                 enqueue(shared, audio, path, keys, meta.len(), Instant::now());
             }
             _ => {

@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 use super::Shared;
+use super::segments::SegmentJob;
 
 /// A finished recording in the spool, waiting for the store.
 #[derive(Debug, Clone)]
@@ -43,7 +44,11 @@ pub(super) fn enqueue(
     });
 }
 
-pub(super) async fn uploader(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<UploadJob>) {
+pub(super) async fn uploader(
+    shared: Arc<Shared>,
+    segments: mpsc::Sender<SegmentJob>,
+    mut rx: mpsc::UnboundedReceiver<UploadJob>,
+) {
     let metrics = shared.metrics.clone();
     let store = shared.store.clone();
     drop(shared);
@@ -69,6 +74,10 @@ pub(super) async fn uploader(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceive
             if let Err(e) = std::fs::remove_file(f) {
                 tracing::warn!(file = %f.display(), error = %e, "cannot remove uploaded spool file");
             }
+        }
+        // Stored: its segments have served their purpose.
+        if let Some(id) = opname_model::layout::id_of(&job.keys.audio) {
+            let _ = segments.send(SegmentJob::Done { id: id.into() }).await;
         }
     }
 }

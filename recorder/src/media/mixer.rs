@@ -346,6 +346,11 @@ impl<W: Write> Recording<W> {
     }
 
     /// On demand: seconds from the start when the keep code was keyed, if it was.
+    /// The sink the Ogg pages go to, as written so far.
+    pub fn output(&self) -> &W {
+        self.ogg.output()
+    }
+
     pub fn kept_at(&self) -> Option<f64> {
         self.kept_at
     }

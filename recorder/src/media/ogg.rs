@@ -139,6 +139,11 @@ impl<W: Write> OggOpusWriter<W> {
         Ok(())
     }
 
+    /// The sink, as written so far (whole pages).
+    pub fn output(&self) -> &W {
+        &self.out
+    }
+
     /// Duration written so far, in 48 kHz samples.
     pub fn granule(&self) -> u64 {
         self.granule
