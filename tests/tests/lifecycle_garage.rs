@@ -51,6 +51,8 @@ fn garage_expires_the_one_day_class_only() {
         "recordings/r1/acme/2026/11/28/a.json",
         "recordings/r30/acme/2026/11/28/b.opus",
         "recordings/r30/acme/2026/11/28/b.json",
+        // A lost recording's leftover segment: its own rule expires it after 2 days.
+        "recordings/segments/acme/c/00000000.ogg",
         "other-team/keep.txt",
     ];
     rt.block_on(async {
@@ -80,7 +82,17 @@ fn garage_expires_the_one_day_class_only() {
         .await
         .expect("a signature-checking server accepts the lifecycle PUT");
         assert!(done.written);
-        assert_eq!(done.rules.len(), 3);
+        let mut ids: Vec<&str> = done.rules.iter().map(|r| r.id()).collect();
+        ids.sort();
+        assert_eq!(
+            ids,
+            [
+                "opname-abort-incomplete-uploads",
+                "opname-r1",
+                "opname-r30",
+                "opname-segments"
+            ]
+        );
     });
     garage.run_lifecycle_at("+3d", Duration::from_secs(8));
     let list = || -> Vec<String> {
@@ -93,9 +105,9 @@ fn garage_expires_the_one_day_class_only() {
         })
     };
     assert!(
-        wait_until(Duration::from_secs(20), || !list()
-            .iter()
-            .any(|k| k.starts_with("recordings/r1/"))),
+        wait_until(Duration::from_secs(20), || !list().iter().any(|k| k
+            .starts_with("recordings/r1/")
+            || k.starts_with("recordings/segments/"))),
         "the 1-day class expired; left: {:?}\n{}",
         list(),
         garage

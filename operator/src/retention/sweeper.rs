@@ -183,4 +183,27 @@ mod tests {
             });
         }
     }
+
+    /// Without lifecycle rules, leftover segments of recordings in progress go after 2 days,
+    /// and not before.
+    #[tokio::test]
+    async fn leftover_segments_expire_after_two_days() {
+        let store = InMemory::new();
+        let layout = Layout::new("rec");
+        let segment = layout.segment("acme", "lost", 0);
+        store
+            .put(&segment, PutPayload::from_static(b"OggS"))
+            .await
+            .unwrap();
+        let at = |days: i64| {
+            jiff::Timestamp::now()
+                .checked_add(jiff::SignedDuration::from_hours(24 * days))
+                .unwrap()
+        };
+        let first = sweep(&store, "rec", at(1), 1_000_000, 0).await.unwrap();
+        assert!(first.deleted.is_empty(), "{:?}", first.deleted);
+        let later = sweep(&store, "rec", at(3), 1_000_000, 0).await.unwrap();
+        assert_eq!(later.deleted, [segment.to_string()]);
+        assert!(store.head(&segment).await.is_err());
+    }
 }
