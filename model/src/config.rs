@@ -335,6 +335,23 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// The documented configuration (docs/recorder-config.md) is a valid one, with every key
+    /// it names meaning what it says.
+    #[test]
+    fn the_documented_configuration_parses() {
+        let doc = include_str!("../../docs/recorder-config.md");
+        let yaml = doc
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a yaml block");
+        let c = Config::parse(yaml).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.namespace, "acme");
+        assert_eq!(c.spool.segment_seconds, 10);
+        assert_eq!(c.spool.stale_seconds(), 30);
+        assert_eq!(c.policies[0].retention_days, 90);
+    }
+
     const SAMPLE: &str = r#"
 namespace: acme
 rtp:
