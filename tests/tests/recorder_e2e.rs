@@ -433,3 +433,69 @@ fn sipp_call_over_tcp_into_s3_protocol_store() {
     });
     check_recording(&record, &audio, &sources, "s3/TCP");
 }
+
+/// Hostile TCP peers cannot stop SIP for everyone: one that pipelines requests and never reads
+/// the answers loses its connection once its queue is full, and one 236-byte message whose
+/// Content-Length is near 2^64 gets its connection closed; UDP and other TCP peers are served
+/// throughout.
+#[test]
+fn tcp_peers_that_never_read_or_lie_about_length_stop_nobody() {
+    let work = tempfile::tempdir().unwrap();
+    let rec = Recorder::start(RecorderSpec {
+        dir: &work.path().join("rec"),
+        store_url: format!("file://{}", work.path().join("store").display()),
+        policies: POLICY,
+        env: vec![],
+        extra: "",
+    });
+    let options = |n: usize, transport: &str| {
+        request("OPTIONS", &format!("o{n}"), "", transport, "text/plain", "")
+    };
+    // A peer that writes 5,000 OPTIONS and never reads.
+    let mut hog = TcpStream::connect(rec.sip).unwrap();
+    hog.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut sent = 0;
+        for n in 0..5_000 {
+            if hog.write_all(&options(n, "TCP")).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        (sent, hog)
+    });
+    // A length that would wrap.
+    let mut liar = TcpStream::connect(rec.sip).unwrap();
+    liar.write_all(
+        b"OPTIONS sip:srs@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKwrap\r\nCall-ID: wrap\r\nCSeq: 1 OPTIONS\r\nContent-Length: 18446744073709551615\r\n\r\n",
+    )
+    .unwrap();
+    liar.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut rest = Vec::new();
+    let _ = liar.read_to_end(&mut rest);
+    assert!(
+        String::from_utf8_lossy(&rest).is_empty()
+            || String::from_utf8_lossy(&rest).contains("SIP/2.0 4"),
+        "refused, then closed: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    let (sent, hog) = writer.join().unwrap();
+    assert!(sent > 64, "the hog wrote past its queue: {sent}");
+    // Everyone else is still answered, at once.
+    let t = std::time::Instant::now();
+    assert_eq!(udp_request(rec.sip, &options(90_001, "UDP")), Some(200));
+    assert_eq!(tcp_request(rec.sip, &options(90_002, "TCP")), Some(200));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(hog);
+    assert!(
+        wait_until(Duration::from_secs(5), || rec
+            .log()
+            .contains("does not read its responses")),
+        "{}",
+        rec.log()
+    );
+    assert!(
+        rec.log().matches("cannot be framed").count() <= 2,
+        "no loop over a bad frame"
+    );
+}

@@ -19,7 +19,7 @@ pub(super) async fn core_loop(
     shared: Arc<Shared>,
 ) {
     let mut calls: HashMap<CallRef, mpsc::UnboundedSender<CallCmd>> = HashMap::new();
-    let mut tcp: HashMap<u64, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let mut tcp: HashMap<u64, (mpsc::Sender<Vec<u8>>, Arc<tokio::sync::Notify>)> = HashMap::new();
     loop {
         let timeout = core.poll_timeout().map(tokio::time::Instant::from_std);
         let actions = tokio::select! {
@@ -33,7 +33,7 @@ pub(super) async fn core_loop(
                         core.media_ended(call, reason, now)
                     }
                     CoreInput::Policies(p) => { core.set_policies(p); Vec::new() }
-                    CoreInput::TcpOpen { conn, tx } => { tcp.insert(conn, tx); Vec::new() }
+                    CoreInput::TcpOpen { conn, tx, close } => { tcp.insert(conn, (tx, close)); Vec::new() }
                     CoreInput::TcpClosed { conn } => { tcp.remove(&conn); Vec::new() }
                     CoreInput::Drain => { core.drain(); Vec::new() }
                     CoreInput::Overloaded(o) => { core.set_overloaded(o); Vec::new() }
@@ -53,8 +53,14 @@ pub(super) async fn core_loop(
                         }
                     }
                     Transport::Tcp => match tcp.get(&peer.conn) {
-                        Some(tx) => {
-                            let _ = tx.send(data).await;
+                        // Never wait on one peer: the core serves every call. A peer whose
+                        // queue is full does not read its answers; it loses the connection.
+                        Some((tx, close)) => {
+                            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(data) {
+                                tracing::warn!(peer = %peer.addr, "SIP over TCP: the peer does not read its responses; closing");
+                                close.notify_one();
+                                tcp.remove(&peer.conn);
+                            }
                         }
                         None => {
                             tracing::warn!(to = %peer.addr, "TCP connection gone; response dropped")

@@ -59,6 +59,8 @@ enum CoreInput {
     TcpOpen {
         conn: u64,
         tx: mpsc::Sender<Vec<u8>>,
+        /// Closes the connection: its peer does not read what it is sent.
+        close: Arc<tokio::sync::Notify>,
     },
     TcpClosed {
         conn: u64,

@@ -58,10 +58,12 @@ async fn tcp_connection(
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
+    let close = Arc::new(tokio::sync::Notify::new());
     if tx
         .send(CoreInput::TcpOpen {
             conn,
             tx: out_tx.clone(),
+            close: close.clone(),
         })
         .await
         .is_err()
@@ -83,9 +85,12 @@ async fn tcp_connection(
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 16 * 1024];
     'read: loop {
-        let n = match rd.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+        let n = tokio::select! {
+            read = rd.read(&mut chunk) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+            () = close.notified() => break,
         };
         buf.extend_from_slice(&chunk[..n]);
         loop {
@@ -94,7 +99,7 @@ async fn tcp_connection(
                 Framing::KeepAlive { len, pong } => {
                     buf.drain(..len);
                     if pong {
-                        let _ = out_tx.send(b"\r\n".to_vec()).await;
+                        let _ = out_tx.try_send(b"\r\n".to_vec());
                     }
                 }
                 Framing::Message(len) => {

@@ -52,10 +52,12 @@ pub fn frame_stream(buf: &[u8]) -> Framing {
     let Ok(len) = len else {
         return Framing::Invalid("Content-Length is not a number");
     };
-    let total = head_end + 4 + len;
-    if total > MAX_MESSAGE {
-        Framing::Invalid("message too large")
-    } else if buf.len() < total {
+    // Checked: a Content-Length near 2^64 must not wrap into a small frame.
+    let total = head_end.checked_add(4).and_then(|h| h.checked_add(len));
+    let Some(total) = total.filter(|t| *t <= MAX_MESSAGE) else {
+        return Framing::Invalid("message too large");
+    };
+    if buf.len() < total {
         Framing::Incomplete
     } else {
         Framing::Message(total)
@@ -455,6 +457,22 @@ mod tests {
         assert_eq!(salvaged.via.len(), 2);
         assert!(ReplyHeaders::salvage(b"SIP/2.0 200 OK\r\n\r\n").is_none());
         assert!(ReplyHeaders::salvage(b"\x00\x01garbage").is_none());
+    }
+
+    /// A Content-Length near 2^64 (236 bytes that once wrapped the frame length in release
+    /// builds and spun the connection task) is refused, as is anything above the limit.
+    #[test]
+    fn a_content_length_that_would_wrap_is_refused() {
+        for len in [u64::MAX, u64::MAX - 3, (MAX_MESSAGE as u64) + 1] {
+            let msg = format!(
+                "OPTIONS sip:srs@x SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nContent-Length: {len}\r\n\r\n"
+            );
+            assert_eq!(
+                frame_stream(msg.as_bytes()),
+                Framing::Invalid("message too large"),
+                "{len}"
+            );
+        }
     }
 
     #[test]
