@@ -99,6 +99,12 @@ const CORRELATION: &[&str] = &[
     "ccid",
 ];
 
+/// Participants and streams one session's metadata keeps, however many messages name: a
+/// conference recording has a few dozen participants, and partial updates (RFC 7865) must not
+/// grow a session without bound.
+pub const MAX_PARTICIPANTS: usize = 64;
+pub const MAX_STREAMS: usize = 16;
+
 pub fn parse(body: &[u8]) -> Result<Metadata, MetadataError> {
     let text_body = std::str::from_utf8(body).map_err(|e| MetadataError::Xml(e.to_string()))?;
     let doc = Document::parse(text_body.trim_start_matches('\u{feff}'))
@@ -123,8 +129,10 @@ pub fn parse(body: &[u8]) -> Result<Metadata, MetadataError> {
                         .or_else(|| child(&node, &["sipsessionid"]).and_then(|c| text(&c)))
                 });
             }
-            "participant" => md.participants.push(participant(&node)),
-            "stream" => md.streams.push(Stream {
+            "participant" if md.participants.len() < MAX_PARTICIPANTS => {
+                md.participants.push(participant(&node));
+            }
+            "stream" if md.streams.len() < MAX_STREAMS => md.streams.push(Stream {
                 id: attr(&node, &["stream_id", "id"]).unwrap_or_default(),
                 label: child(&node, &["label"]).and_then(|c| text(&c)),
             }),
@@ -150,13 +158,17 @@ pub fn parse(body: &[u8]) -> Result<Metadata, MetadataError> {
         }
     }
     for (pid, sid) in sends {
-        let p = md.participant_mut(pid);
-        if !p.send.contains(&sid) {
+        let Some(p) = md.participant_mut(pid) else {
+            continue;
+        };
+        if !p.send.contains(&sid) && p.send.len() < MAX_STREAMS {
             p.send.push(sid);
         }
     }
     for (pid, assoc, disassoc) in times {
-        let p = md.participant_mut(pid);
+        let Some(p) = md.participant_mut(pid) else {
+            continue;
+        };
         p.associate_time = p.associate_time.take().or(assoc);
         p.disassociate_time = p.disassociate_time.take().or(disassoc);
     }
@@ -199,10 +211,12 @@ fn participant(node: &Node) -> Participant {
 }
 
 impl Metadata {
-    /// The participant with this id, added when an association names one not yet listed.
-    fn participant_mut(&mut self, id: String) -> &mut Participant {
+    /// The participant with this id, added when an association names one not yet listed (while
+    /// there is room).
+    fn participant_mut(&mut self, id: String) -> Option<&mut Participant> {
         let i = match self.participants.iter().position(|p| p.id == id) {
             Some(i) => i,
+            None if self.participants.len() >= MAX_PARTICIPANTS => return None,
             None => {
                 self.participants.push(Participant {
                     id,
@@ -211,7 +225,7 @@ impl Metadata {
                 self.participants.len() - 1
             }
         };
-        &mut self.participants[i]
+        Some(&mut self.participants[i])
     }
 
     /// Applies an update: `complete` replaces the view, `partial` merges into it (participants
@@ -226,25 +240,29 @@ impl Metadata {
             return;
         }
         for p in update.participants {
+            let room = self.participants.len() < MAX_PARTICIPANTS;
             match self.participants.iter_mut().find(|q| q.id == p.id) {
                 Some(q) => {
                     q.aor = p.aor.or(q.aor.take());
                     q.name = p.name.or(q.name.take());
                     for s in p.send {
-                        if !q.send.contains(&s) {
+                        if !q.send.contains(&s) && q.send.len() < MAX_STREAMS {
                             q.send.push(s);
                         }
                     }
                     q.associate_time = p.associate_time.or(q.associate_time.take());
                     q.disassociate_time = p.disassociate_time.or(q.disassociate_time.take());
                 }
-                None => self.participants.push(p),
+                None if room => self.participants.push(p),
+                None => {}
             }
         }
         for s in update.streams {
+            let room = self.streams.len() < MAX_STREAMS;
             match self.streams.iter_mut().find(|t| t.id == s.id) {
                 Some(t) => t.label = s.label.or(t.label.take()),
-                None => self.streams.push(s),
+                None if room => self.streams.push(s),
+                None => {}
             }
         }
         self.session_id = self.session_id.take().or(update.session_id);
@@ -354,6 +372,38 @@ mod tests {
             md.correlation.get("callhalfid").map(String::as_str),
             Some("1234:0")
         );
+    }
+
+    /// Partial updates naming new participants forever keep a session at its bound.
+    #[test]
+    fn partial_updates_cannot_grow_a_session_without_bound() {
+        let mut md = parse(
+            br#"<recording xmlns='urn:ietf:params:xml:ns:recording:1'><participant participant_id='a'><nameID aor='sip:a@x'/></participant></recording>"#,
+        )
+        .unwrap();
+        for i in 0..500 {
+            let body = format!(
+                "<recording xmlns='urn:ietf:params:xml:ns:recording:1'><datamode>partial</datamode><participant participant_id='p{i}'><nameID aor='sip:{i}@x'/></participant><stream stream_id='s{i}'/><participantstreamassoc participant_id='q{i}'><send>s{i}</send></participantstreamassoc></recording>"
+            );
+            md.apply(parse(body.as_bytes()).unwrap());
+        }
+        assert_eq!(md.participants.len(), MAX_PARTICIPANTS);
+        assert_eq!(md.streams.len(), MAX_STREAMS);
+        assert_eq!(
+            md.participants[0].aor.as_deref(),
+            Some("sip:a@x"),
+            "the first stay"
+        );
+        // One message naming thousands is cut at the bound too.
+        let many: String = (0..2000)
+            .map(|i| format!("<participant participant_id='m{i}'/><participantstreamassoc participant_id='n{i}'><send>s</send></participantstreamassoc>"))
+            .collect();
+        let big = parse(
+            format!("<recording xmlns='urn:ietf:params:xml:ns:recording:1'>{many}</recording>")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(big.participants.len(), MAX_PARTICIPANTS);
     }
 
     #[test]

@@ -13,7 +13,16 @@ pub enum SdpError {
     NoMedia,
     #[error("SDP line {0} is malformed")]
     Malformed(usize),
+    #[error(
+        "SDP offers more than {MAX_STREAMS} media streams; a recording session takes at most {MAX_STREAMS}"
+    )]
+    TooManyStreams,
 }
+
+/// Media streams one recording session may offer: SIPREC forks two (one per direction), some
+/// SRCs four (audio and video, or a conference's legs). Each takes an RTP port, so an offer with
+/// thousands of m-lines must not take thousands.
+pub const MAX_STREAMS: usize = 4;
 
 /// Audio codecs the recorder decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -134,6 +143,9 @@ pub fn parse(body: &[u8]) -> Result<Offer, SdpError> {
         let value = value.trim();
         match kind.trim() {
             "m" => {
+                if offer.media.len() == MAX_STREAMS {
+                    return Err(SdpError::TooManyStreams);
+                }
                 let mut parts = value.split_whitespace();
                 let media = parts.next().ok_or(SdpError::Malformed(n + 1))?;
                 let port = parts
@@ -341,6 +353,30 @@ pub fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 2,500 m-lines in 63 KB once took 2,500 RTP ports; four such offers emptied the pool.
+    #[test]
+    fn at_most_four_streams_are_offered() {
+        let offer = |n: usize| {
+            let mut sdp = String::from("v=0\r\nc=IN IP4 10.0.0.1\r\n");
+            for i in 0..n {
+                sdp += &format!("m=audio {} RTP/AVP 0\r\n", 20000 + 2 * i);
+            }
+            sdp
+        };
+        assert_eq!(
+            parse(offer(MAX_STREAMS).as_bytes()).unwrap().media.len(),
+            MAX_STREAMS
+        );
+        assert_eq!(
+            parse(offer(MAX_STREAMS + 1).as_bytes()).unwrap_err(),
+            SdpError::TooManyStreams
+        );
+        assert_eq!(
+            parse(offer(2500).as_bytes()).unwrap_err(),
+            SdpError::TooManyStreams
+        );
+    }
 
     const TWO_STREAMS: &str = "v=0\r\no=SRC 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 18 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=label:1\r\na=sendonly\r\n\
