@@ -45,7 +45,7 @@ fn core(max_calls: usize) -> Srs {
             retry_after: 7,
         },
         Arc::new(table),
-        0xabc,
+        std::hash::RandomState::new(),
     )
 }
 
@@ -533,4 +533,40 @@ fn cpu_overload_refuses_new_sessions_only() {
         .replace("7A8B9C-1@", "7A8B9C-2@");
     let r = srs.handle_message(udp(), fresh.as_bytes(), t0);
     assert!(r.iter().any(|a| matches!(a, Action::Start(_))));
+}
+
+/// Dialog tags are 64 random-keyed bits, not a start time and a counter: knowing one call's tag
+/// (and any Call-ID) tells nothing of the next call's, which an in-dialog request would need.
+#[test]
+fn dialog_tags_do_not_follow_from_each_other() {
+    let mut srs = core(10);
+    let t0 = Instant::now();
+    let invite = String::from_utf8(first_message("cisco-cube.sip")).unwrap();
+    let mut tags = Vec::new();
+    for n in 0..3 {
+        let msg = invite.replace("7A8B9C-1@10.1.1.10", &format!("tag-probe-{n}@10.1.1.10"));
+        let ok = sends(&srs.handle_message(udp(), msg.as_bytes(), t0))
+            .pop()
+            .unwrap();
+        assert_eq!(ok.start, Start::Response { status: 200 });
+        tags.push(ok.to_tag().unwrap().to_string());
+    }
+    for t in &tags {
+        assert_eq!(t.len(), 16, "{t}");
+        assert!(t.chars().all(|c| c.is_ascii_hexdigit()), "{t}");
+    }
+    // Consecutive tags share no leading half (a seed-and-counter tag shares all but its end).
+    assert!(tags.windows(2).all(|w| w[0][..8] != w[1][..8]), "{tags:?}");
+    // Another process (other keys) answers the same call with another tag.
+    let mut other = core(10);
+    let again = sends(&other.handle_message(udp(), invite.as_bytes(), t0))
+        .pop()
+        .unwrap();
+    assert_ne!(
+        again.to_tag(),
+        sends(&core(10).handle_message(udp(), invite.as_bytes(), t0))
+            .pop()
+            .unwrap()
+            .to_tag()
+    );
 }

@@ -126,9 +126,6 @@ pub async fn run(
         };
         SocketAddr::new(ip, config.sip.listen.port()).to_string()
     });
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64 & 0xffff_ffff);
     let rtp_ports = ports::BoundPorts::new(config.rtp.bind);
     let core = Srs::new(
         CoreConfig {
@@ -140,7 +137,8 @@ pub async fn run(
             retry_after: config.limits.retry_after_seconds,
         },
         Arc::new(table),
-        seed,
+        // Random keys per process (the OS's randomness).
+        std::hash::RandomState::new(),
     )
     .with_ports(Box::new(rtp_ports.clone()));
     let (core_tx, core_rx) = mpsc::channel(4096);

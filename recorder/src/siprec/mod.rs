@@ -238,7 +238,8 @@ pub struct Srs {
     draining: bool,
     /// Set by the edge while the process uses more CPU than it may: new sessions get 503.
     overloaded: bool,
-    seed: u64,
+    /// Keys the tags and branches: a keyed hash of a counter, so that no tag tells the next one.
+    tags: std::hash::RandomState,
     counter: u64,
     out: Vec<Action>,
 }
@@ -254,8 +255,9 @@ const CORRELATION_HEADERS: &[&str] = &[
 ];
 
 impl Srs {
-    /// `seed` makes tags and branches unique across restarts.
-    pub fn new(cfg: CoreConfig, policies: Arc<PolicyTable>, seed: u64) -> Self {
+    /// `tags` keys the tags and branches (random keys from the edge: dialog tags must not be
+    /// guessable, since a tag and a Call-ID are all an in-dialog request needs).
+    pub fn new(cfg: CoreConfig, policies: Arc<PolicyTable>, tags: std::hash::RandomState) -> Self {
         Self {
             ports: PortPool::new(cfg.port_min, cfg.port_max),
             cfg,
@@ -265,7 +267,7 @@ impl Srs {
             clients: Vec::new(),
             draining: false,
             overloaded: false,
-            seed,
+            tags,
             counter: 0,
             out: Vec::new(),
         }
@@ -297,8 +299,9 @@ impl Srs {
     }
 
     fn unique(&mut self) -> String {
+        use std::hash::BuildHasher;
         self.counter += 1;
-        format!("{:x}{:x}", self.seed, self.counter)
+        format!("{:016x}", self.tags.hash_one(self.counter))
     }
 
     fn take(&mut self) -> Vec<Action> {
