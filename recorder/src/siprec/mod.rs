@@ -311,13 +311,19 @@ impl Srs {
     /// One received datagram or framed stream message.
     pub fn handle_message(&mut self, peer: Peer, raw: &[u8], now: Instant) -> Vec<Action> {
         match sip::parse(raw, peer.transport == Transport::Udp) {
-            Ok(msg) => match msg.start {
-                Start::Request { .. } => self.on_request(peer, &msg, now),
+            Ok(mut msg) => match msg.start {
+                Start::Request { .. } => {
+                    msg.received_from(peer.addr);
+                    self.on_request(peer, &msg, now)
+                }
                 Start::Response { .. } => self.on_response(&msg),
             },
             Err(e) => {
                 tracing::warn!(peer = %peer.addr, error = %e, "malformed SIP message");
-                if let Some(h) = ReplyHeaders::salvage(raw) {
+                if let Some(mut h) = ReplyHeaders::salvage(raw) {
+                    if let Some(top) = h.via.first_mut() {
+                        *top = sip::stamp_via(top, peer.addr);
+                    }
                     let reason = match e {
                         sip::ParseError::Truncated => "Bad Request (Content-Length exceeds body)",
                         sip::ParseError::Malformed(_) => "Bad Request",
