@@ -47,6 +47,12 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub policies: Vec<Policy>,
+    /// A directory of further policies (relative: to this file's directory): every `*.yaml` in
+    /// it is a list of policies, read in file-name order after `policies`. The operator shards a
+    /// namespace's policies over several ConfigMaps this way (one object holds at most 1 MiB,
+    /// about 4,000 users), each projected as one file; a missing directory holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -268,18 +274,41 @@ pub struct Policy {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text)
-    }
-
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))?;
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let mut config = Self::unvalidated(&read(path)?)?;
+        if let Some(dir) = &config.policies_dir {
+            let dir = path.parent().unwrap_or(Path::new(".")).join(dir);
+            let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(source) => return Err(ConfigError::Read { path: dir, source }),
+            };
+            files.retain(|p| p.extension().is_some_and(|e| e == "yaml"));
+            files.sort();
+            for file in files {
+                let shard: Vec<Policy> = serde_saphyr::from_str(&read(&file)?)
+                    .map_err(|e| ConfigError::Yaml(format!("{}: {e}", file.display())))?;
+                config.policies.extend(shard);
+            }
+        }
         config.validate()?;
         Ok(config)
+    }
+
+    /// A configuration from its text alone ([`Config::load`] also reads `policiesDir`).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config = Self::unvalidated(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn unvalidated(text: &str) -> Result<Self, ConfigError> {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml(e.to_string()))
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -334,6 +363,35 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Policies sharded into files of a directory beside the file are read with it, in file-name
+    /// order, and validated as if written in it.
+    #[test]
+    fn policies_come_from_the_shard_directory_too() {
+        let dir = std::env::temp_dir().join(format!("opname-shards-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("policies")).unwrap();
+        let base = "namespace: acme\npoliciesDir: policies\npolicies:\n  - {name: a, user: a@x, identities: [\"1001\"], retentionDays: 7}\n";
+        std::fs::write(dir.join("recorder.yaml"), base).unwrap();
+        let missing = Config::load(&dir.join("recorder.yaml")).unwrap();
+        assert_eq!(missing.policies.len(), 1, "no shard yet: none");
+        let shard = |name: &str, days: u32| {
+            format!(
+                "- {{name: {name}, user: {name}@x, identities: [\"sip:{name}@x\"], retentionDays: {days}}}\n"
+            )
+        };
+        std::fs::write(dir.join("policies/01.yaml"), shard("c", 30)).unwrap();
+        std::fs::write(dir.join("policies/00.yaml"), shard("b", 30)).unwrap();
+        std::fs::write(dir.join("policies/notes.txt"), "not a shard").unwrap();
+        let c = Config::load(&dir.join("recorder.yaml")).unwrap();
+        let names: Vec<_> = c.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        std::fs::write(dir.join("policies/02.yaml"), shard("d", 0)).unwrap();
+        assert!(matches!(
+            Config::load(&dir.join("recorder.yaml")),
+            Err(ConfigError::Invalid(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// The documented configuration (docs/recorder-config.md) is a valid one, with every key
     /// it names meaning what it says.

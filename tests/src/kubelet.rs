@@ -594,6 +594,10 @@ impl State {
         if let Ok(maps) = self.config_maps(&ns, &spec) {
             self.with_pod(&uid, |l| {
                 if l.config_maps != maps {
+                    // A ConfigMap gone (or an item no longer in it): its file goes, as in a pod.
+                    for gone in l.config_maps.keys().filter(|k| !maps.contains_key(*k)) {
+                        let _ = std::fs::remove_file(l.dir.join("volumes").join(gone));
+                    }
                     project(&l.dir, &maps, l.ip, l.sip.port(), l.http.port());
                     l.config_maps = maps;
                 }
@@ -692,6 +696,26 @@ impl State {
     ) -> Result<BTreeMap<String, String>, String> {
         let mut out = BTreeMap::new();
         for v in spec.volumes.iter().flatten() {
+            // A projected volume's ConfigMap sources: each item at its path.
+            for source in v
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten())
+                .filter_map(|s| s.config_map.as_ref())
+            {
+                let Some(data) = self.config_maps.get(&(ns.to_string(), source.name.clone()))
+                else {
+                    if source.optional == Some(true) {
+                        continue;
+                    }
+                    return Err(format!("configmap {} not found", source.name));
+                };
+                for item in source.items.iter().flatten() {
+                    if let Some(val) = data.get(&item.key) {
+                        out.insert(format!("{}/{}", v.name, item.path), val.clone());
+                    }
+                }
+            }
             let Some(source) = &v.config_map else {
                 continue;
             };

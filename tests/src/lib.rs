@@ -576,3 +576,22 @@ pub fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
         _ => *target = patch.clone(),
     }
 }
+
+/// The recorder configuration a namespace's fleet ConfigMaps (as the API lists them) give a
+/// recorder: the base file and its policy shards, projected as the Deployment projects them and
+/// loaded as the recorder loads them. `None` before the base ConfigMap exists.
+pub fn fleet_config(configmaps: &[serde_json::Value]) -> Option<opname_model::config::Config> {
+    use opname_operator::fleet::{CONFIG_KEY, NAME, shards};
+    let named = |name: &str| configmaps.iter().find(|c| c["metadata"]["name"] == name);
+    let base = named(NAME)?["data"][CONFIG_KEY].as_str()?.to_string();
+    let dir = tempfile::tempdir().ok()?;
+    std::fs::create_dir_all(dir.path().join("policies")).ok()?;
+    std::fs::write(dir.path().join(CONFIG_KEY), base).ok()?;
+    for k in 0..shards::MAX_SHARDS {
+        if let Some(shard) = named(&shards::shard_name(k)) {
+            let yaml = shard["data"][shards::SHARD_KEY].as_str()?;
+            std::fs::write(dir.path().join(format!("policies/{k:02}.yaml")), yaml).ok()?;
+        }
+    }
+    opname_model::config::Config::load(&dir.path().join(CONFIG_KEY)).ok()
+}

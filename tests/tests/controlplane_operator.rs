@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use opname_tests::controlplane::ControlPlane;
 use serde_json::json;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_with_the_charts_rbac_reconciles_a_policy() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
@@ -103,13 +102,8 @@ async fn the_operator_with_the_charts_rbac_reconciles_a_policy() {
             .contains("kubectl -n acme get pods"),
         "{ready}"
     );
-    let cm = Api::<ConfigMap>::namespaced(admin.clone(), "acme")
-        .get("opname-recorder")
-        .await
-        .unwrap();
-    let config =
-        opname_model::config::Config::parse(cm.data.as_ref().unwrap()["recorder.yaml"].as_str())
-            .unwrap();
+    let config = opname_tests::fleet_config(&cp.list("", "v1", "configmaps", Some("acme")))
+        .expect("the recorder configuration and its policy shard");
     assert_eq!(config.policies[0].user, "alice@acme.example");
     let deployment = Api::<Deployment>::namespaced(admin.clone(), "acme")
         .get("opname-recorder")

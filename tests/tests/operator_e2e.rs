@@ -29,8 +29,7 @@ fn one(server: &ApiServer, group: &str, version: &str, plural: &str) -> Option<V
 }
 
 fn recorder_config(server: &ApiServer) -> Option<opname_model::config::Config> {
-    let cm = one(server, "", "v1", "configmaps")?;
-    opname_model::config::Config::parse(cm["data"]["recorder.yaml"].as_str()?).ok()
+    opname_tests::fleet_config(&server.list("", "v1", "configmaps", Some("acme")))
 }
 
 fn condition(p: &Value, type_: &str) -> Option<(String, String)> {
@@ -114,12 +113,8 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         opname_model::config::Mode::OnDemand
     );
     // The reconcile applies the ConfigMap first; the Deployment follows in the same pass.
-    wait_for("the Deployment owned by both policies", 10, || {
-        one(&server, "apps", "v1", "deployments").is_some_and(|d| {
-            d["metadata"]["ownerReferences"]
-                .as_array()
-                .is_some_and(|o| o.len() == 2)
-        })
+    wait_for("the Deployment", 10, || {
+        one(&server, "apps", "v1", "deployments").is_some()
     })
     .await;
     let deployment = one(&server, "apps", "v1", "deployments").expect("Deployment");
@@ -148,10 +143,10 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         one(&server, "policy", "v1", "poddisruptionbudgets").is_some(),
         "PDB"
     );
-    let owners = deployment["metadata"]["ownerReferences"]
-        .as_array()
-        .unwrap();
-    assert_eq!(owners.len(), 2, "owned by both policies");
+    assert!(
+        deployment["metadata"]["ownerReferences"].is_null(),
+        "owned by no policy (20,000 owner references would not fit in one object)"
+    );
     // Ready once a recorder is: the EndpointSlice lists it ready.
     wait_for("Ready on alice", 60, || {
         condition(&policy(&server, "alice"), "Ready") == Some(("True".into(), "Compiled".into()))
@@ -343,16 +338,40 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
             .await;
         assert_eq!(code, 200, "{body}");
     }
-    // The real garbage collector deletes the children once their last owner is gone.
-    wait_for("the fleet to go", 60, || {
+    // The operator deletes the fleet of a namespace without policies (within its 30 s sweep);
+    // the real garbage collector takes the ReplicaSet and Pods with the Deployment.
+    let gone = || {
         ["configmaps", "services"]
             .iter()
             .all(|p| fleet(&server, "", "v1", p).is_empty())
+            && !server
+                .list("", "v1", "configmaps", Some("acme"))
+                .iter()
+                .any(|c| c["metadata"]["labels"][opname_operator::fleet::SHARD_LABEL] == "true")
             && server.list("", "v1", "services", Some("acme")).is_empty()
             && fleet(&server, "apps", "v1", "deployments").is_empty()
             && fleet(&server, "policy", "v1", "poddisruptionbudgets").is_empty()
-    })
-    .await;
+    };
+    for _ in 0..600 {
+        if gone() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone(),
+        "the fleet did not go: {:?}\n{}",
+        server
+            .list("", "v1", "services", Some("acme"))
+            .iter()
+            .map(|s| s["metadata"]["name"].clone())
+            .collect::<Vec<_>>(),
+        log()
+            .lines()
+            .filter(|l| !l.contains("cert bypassed"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // The ReplicaSet goes, its Pod is deleted: preStop, SIGTERM, the recorder drains and exits.
     wait_for("the recorder pod to stop", 30, || {
         kubelet.endpoints("acme").is_empty()

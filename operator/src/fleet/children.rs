@@ -2,16 +2,20 @@
 
 use super::*;
 
-pub(super) fn owner_ref(p: &RecordingPolicy) -> Option<OwnerReference> {
-    // Not `controller`: every policy of the namespace owns the fleet, and garbage collection
-    // removes it when the last one is deleted.
-    Some(OwnerReference {
-        api_version: RecordingPolicy::api_version(&()).to_string(),
-        kind: RecordingPolicy::kind(&()).to_string(),
-        name: p.name_any(),
-        uid: p.uid()?,
+/// One ConfigMap key as a file of the projected configuration volume.
+fn projection(name: &str, key: &str, path: String, optional: bool) -> VolumeProjection {
+    VolumeProjection {
+        config_map: Some(ConfigMapProjection {
+            name: name.into(),
+            items: Some(vec![KeyToPath {
+                key: key.into(),
+                path,
+                ..Default::default()
+            }]),
+            optional: optional.then_some(true),
+        }),
         ..Default::default()
-    })
+    }
 }
 
 /// The recorder configuration the ConfigMap carries (the recorder's own file format).
@@ -56,6 +60,8 @@ pub fn recorder_config(
             listen: ([0, 0, 0, 0], HTTP_PORT as u16).into(),
         },
         policies,
+        // The shards, projected beside the file.
+        policies_dir: Some(POLICIES_DIR.into()),
     }
 }
 
@@ -89,12 +95,14 @@ fn termination_grace(pre_stop_seconds: i64, limits: &rc::LimitsConfig) -> i64 {
         .saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX))
 }
 
-pub(super) fn meta(namespace: &str, owners: &[OwnerReference]) -> ObjectMeta {
+/// No owner references: with every policy of a namespace owning its fleet, 10,000 policies'
+/// references alone would pass the API's object size limit. The controller deletes the fleet of
+/// a namespace whose last policy is gone.
+pub(super) fn meta(namespace: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(NAME.into()),
         namespace: Some(namespace.into()),
         labels: Some(labels(namespace)),
-        owner_references: Some(owners.to_vec()),
         ..Default::default()
     }
 }
@@ -116,14 +124,30 @@ pub(super) fn field_env(name: &str, path: &str) -> EnvVar {
 pub(super) fn children(
     namespace: &str,
     policies: Vec<rc::Policy>,
-    owners: Vec<OwnerReference>,
     replicas: i32,
     settings: &Settings,
 ) -> Result<Children, FleetError> {
-    let config = recorder_config(namespace, policies, settings);
+    let shards = shards::shards(&policies)?
+        .into_iter()
+        .enumerate()
+        .map(|(k, yaml)| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(shards::shard_name(k)),
+                labels: Some({
+                    let mut l = labels(namespace);
+                    l.insert(SHARD_LABEL.into(), "true".into());
+                    l
+                }),
+                ..meta(namespace)
+            },
+            data: Some(BTreeMap::from([(shards::SHARD_KEY.to_string(), yaml)])),
+            ..Default::default()
+        })
+        .collect();
+    let config = recorder_config(namespace, Vec::new(), settings);
     let yaml = serde_saphyr::to_string(&config).map_err(|e| FleetError::Render(e.to_string()))?;
     let config_map = ConfigMap {
-        metadata: meta(namespace, &owners),
+        metadata: meta(namespace),
         data: Some(BTreeMap::from([(CONFIG_KEY.to_string(), yaml)])),
         ..Default::default()
     };
@@ -251,8 +275,20 @@ pub(super) fn children(
         volumes: Some(vec![
             Volume {
                 name: "config".into(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: NAME.into(),
+                // The base configuration and every shard that exists, one file each.
+                projected: Some(ProjectedVolumeSource {
+                    sources: Some(
+                        std::iter::once(projection(NAME, CONFIG_KEY, CONFIG_KEY.into(), false))
+                            .chain((0..shards::MAX_SHARDS).map(|k| {
+                                projection(
+                                    &shards::shard_name(k),
+                                    shards::SHARD_KEY,
+                                    format!("{POLICIES_DIR}/{k:02}.yaml"),
+                                    true,
+                                )
+                            }))
+                            .collect(),
+                    ),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -270,7 +306,7 @@ pub(super) fn children(
     };
     let hpa_enabled = settings.capacity.hpa.is_some();
     let deployment = Deployment {
-        metadata: meta(namespace, &owners),
+        metadata: meta(namespace),
         spec: DeploymentSpec {
             replicas: (!hpa_enabled).then_some(replicas),
             selector: LabelSelector {
@@ -304,7 +340,7 @@ pub(super) fn children(
     let service = |name: &str, protocol: &str| Service {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            ..meta(namespace, &owners)
+            ..meta(namespace)
         },
         spec: Some(ServiceSpec {
             selector: Some(selector(namespace)),
@@ -322,7 +358,7 @@ pub(super) fn children(
     };
     let (service, tcp_service) = (service(NAME, "UDP"), service(TCP_SERVICE, "TCP"));
     let pdb = PodDisruptionBudget {
-        metadata: meta(namespace, &owners),
+        metadata: meta(namespace),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
@@ -338,7 +374,7 @@ pub(super) fn children(
         .hpa
         .as_ref()
         .map(|h| HorizontalPodAutoscaler {
-            metadata: meta(namespace, &owners),
+            metadata: meta(namespace),
             spec: HorizontalPodAutoscalerSpec {
                 scale_target_ref: CrossVersionObjectReference {
                     api_version: Some("apps/v1".into()),
@@ -365,6 +401,7 @@ pub(super) fn children(
         });
     Ok(Children {
         config_map,
+        shards,
         deployment,
         service,
         tcp_service,

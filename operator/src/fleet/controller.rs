@@ -2,7 +2,9 @@
 //! with server-side apply, patch statuses, publish Events.
 //!
 //! Every reconcile of any policy plans its whole namespace (the namespace is the unit the fleet
-//! serves), so reconciles are idempotent and order does not matter.
+//! serves), so reconciles are idempotent and order does not matter; [`fleet::planned`] makes
+//! the other reconciles of a namespace just planned do nothing. The fleet has no owner
+//! references (see `children::meta`): a sweep deletes the fleet of a namespace without policies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,6 +49,7 @@ pub struct Context {
     pub store: Store<RecordingPolicy>,
     /// How retention was last verified to be enforced (by the lifecycle task or the sweeper).
     pub retention: crate::retention::Enforced,
+    pub planned: fleet::planned::Planned,
 }
 
 fn children_selector() -> watcher::Config {
@@ -55,14 +58,25 @@ fn children_selector() -> watcher::Config {
     )
 }
 
-/// Any owning policy stands for its namespace.
-fn owner_policy<K: Resource>(obj: K) -> Option<ObjectRef<RecordingPolicy>> {
-    let ns = obj.namespace()?;
-    let owner = obj
-        .owner_references()
+/// An object of a namespace's fleet changed: the namespace is stale, and (up to) two of its
+/// policies stand for it, other than `except` (a policy just deleted).
+fn namespace_of(
+    ctx: &Context,
+    ns: Option<String>,
+    except: Option<String>,
+) -> Vec<ObjectRef<RecordingPolicy>> {
+    let Some(ns) = ns else {
+        return Vec::new();
+    };
+    ctx.planned.stale(&ns);
+    ctx.store
+        .state()
         .iter()
-        .find(|o| o.kind == "RecordingPolicy")?;
-    Some(ObjectRef::new(&owner.name).within(&ns))
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|p| except.as_deref() != Some(p.name_any().as_str()))
+        .take(2)
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
 }
 
 /// Runs the controller until the stream ends (signal) or `stop` resolves (leadership lost).
@@ -99,36 +113,50 @@ pub async fn run(
         client: client.clone(),
         settings,
         metrics,
+        planned: fleet::planned::Planned::default(),
     });
-    let policies_of = ctx.store.clone();
+    tokio::spawn(sweep_orphans(ctx.clone()));
+    let (c1, c2, c3, c4, c5) = (
+        ctx.clone(),
+        ctx.clone(),
+        ctx.clone(),
+        ctx.clone(),
+        ctx.clone(),
+    );
     controller
         // Ready and the front door's dispatcher list follow the recorders' readiness.
         .watches(
             Api::<EndpointSlice>::all(client.clone()),
             watcher::Config::default().labels(&format!("kubernetes.io/service-name={NAME}")),
-            move |slice: EndpointSlice| {
-                let ns = slice.namespace()?;
-                policies_of
-                    .state()
-                    .iter()
-                    .find(|p| p.namespace().as_deref() == Some(ns.as_str()))
-                    .map(|p| ObjectRef::from_obj(p.as_ref()))
-            },
+            move |o: EndpointSlice| namespace_of(&c1, o.namespace(), None),
         )
         .watches(
             Api::<ConfigMap>::all(client.clone()),
             children_selector(),
-            owner_policy,
+            move |o: ConfigMap| namespace_of(&c2, o.namespace(), None),
         )
         .watches(
             Api::<Deployment>::all(client.clone()),
             children_selector(),
-            owner_policy,
+            move |o: Deployment| namespace_of(&c3, o.namespace(), None),
         )
         .watches(
             Api::<Service>::all(client.clone()),
             children_selector(),
-            owner_policy,
+            move |o: Service| namespace_of(&c4, o.namespace(), None),
+        )
+        // A deleted policy leaves the namespace's plan (and others' claims) to be made again.
+        .watches(
+            Api::<RecordingPolicy>::all(client.clone()),
+            watcher::Config::default(),
+            move |p: RecordingPolicy| {
+                let gone = c5.store.get(&ObjectRef::from_obj(&p)).is_none();
+                if gone {
+                    namespace_of(&c5, p.namespace(), Some(p.name_any()))
+                } else {
+                    Vec::new()
+                }
+            },
         )
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -154,6 +182,17 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
     let ns = policy
         .namespace()
         .ok_or_else(|| Error::NoNamespace(policy.name_any()))?;
+    let retention = ctx.retention.read().ok().and_then(|r| r.clone());
+    if ctx.planned.current(&ns, &policy, retention.as_ref()) {
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    let lock = ctx.planned.lock(&ns);
+    let _planning = lock.lock().await;
+    // Another reconcile of the namespace may have planned it while this one waited.
+    if ctx.planned.current(&ns, &policy, retention.as_ref()) {
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    let generation = ctx.planned.generation(&ns);
     let policies: Vec<RecordingPolicy> = ctx
         .store
         .state()
@@ -161,7 +200,6 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .map(|p| (*p).clone())
         .collect();
-    let retention = ctx.retention.read().ok().and_then(|r| r.clone());
     let now = Time(jiff::Timestamp::now());
     let mut plan = fleet::plan(&ns, &policies, &ctx.settings, retention.as_ref(), &now)?;
     let slices = Api::<EndpointSlice>::namespaced(ctx.client.clone(), &ns)
@@ -179,7 +217,7 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
         Some(children) => {
             apply_children(&ctx.client, &ns, children).await?;
             if ctx.settings.front_door.enabled {
-                apply_front_door(&ctx, &ns, children, &recorders).await?;
+                apply_front_door(&ctx, &ns, &recorders).await?;
             }
         }
         None => delete_children(&ctx.client, &ns).await?,
@@ -224,6 +262,7 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
         )
         .await;
     }
+    ctx.planned.record(&ns, generation, &policies, retention);
     ctx.metrics
         .duration
         .observe(started.elapsed().as_secs_f64());
@@ -268,6 +307,16 @@ where
 }
 
 async fn apply_children(client: &Client, ns: &str, c: &Children) -> Result<(), Error> {
+    // Shards first: a recorder that reads the new configuration finds its policies.
+    for shard in &c.shards {
+        apply(client, ns, shard).await?;
+    }
+    let wanted: Vec<_> = c
+        .shards
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    delete_shards(client, ns, &wanted).await?;
     apply(client, ns, &c.config_map).await?;
     match apply(client, ns, &c.service).await {
         // A Service from before the fleet went headless: its clusterIP cannot change in place.
@@ -293,16 +342,9 @@ async fn apply_children(client: &Client, ns: &str, c: &Children) -> Result<(), E
 async fn apply_front_door(
     ctx: &Context,
     ns: &str,
-    children: &Children,
     recorders: &[std::net::IpAddr],
 ) -> Result<(), Error> {
-    let owners = children
-        .config_map
-        .metadata
-        .owner_references
-        .clone()
-        .unwrap_or_default();
-    let door = fleet::front_door::children(ns, &owners, &ctx.settings.front_door, recorders);
+    let door = fleet::front_door::children(ns, &ctx.settings.front_door, recorders);
     apply(&ctx.client, ns, &door.config_map).await?;
     apply(&ctx.client, ns, &door.deployment).await?;
     apply(&ctx.client, ns, &door.service).await
@@ -316,5 +358,65 @@ async fn delete_children(client: &Client, ns: &str) -> Result<(), Error> {
     delete::<Deployment>(client, ns, NAME).await?;
     delete::<Service>(client, ns, TCP_SERVICE).await?;
     delete::<Service>(client, ns, NAME).await?;
+    delete_shards(client, ns, &[]).await?;
+    let door = fleet::front_door::FRONT_DOOR;
+    delete::<Service>(client, ns, door).await?;
+    delete::<Deployment>(client, ns, door).await?;
+    delete::<ConfigMap>(client, ns, door).await?;
     delete::<ConfigMap>(client, ns, NAME).await
+}
+
+/// Deletes the namespace's policy shards other than `wanted`.
+async fn delete_shards(client: &Client, ns: &str, wanted: &[String]) -> Result<(), Error> {
+    let shards = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .list_metadata(&ListParams::default().labels(fleet::SHARD_LABEL))
+        .await?;
+    for name in shards.items.iter().filter_map(|s| s.metadata.name.clone()) {
+        if !wanted.contains(&name) {
+            delete::<ConfigMap>(client, ns, &name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Every 30 s: the fleet of a namespace whose last policy is gone is deleted (the fleet has no
+/// owner references for garbage collection to follow).
+async fn sweep_orphans(ctx: Arc<Context>) {
+    let deployments = Api::<Deployment>::all(ctx.client.clone());
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let list = match deployments
+            .list_metadata(&ListParams::default().labels(
+                "app.kubernetes.io/managed-by=opname-operator,app.kubernetes.io/name=opname-recorder",
+            ))
+            .await
+        {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the fleets to find orphans");
+                continue;
+            }
+        };
+        for ns in list
+            .items
+            .iter()
+            .filter_map(|d| d.metadata.namespace.clone())
+        {
+            // Asked of the API, not the cache: a cache not yet filled would look empty.
+            let policies = Api::<RecordingPolicy>::namespaced(ctx.client.clone(), &ns)
+                .list_metadata(&ListParams::default().limit(1))
+                .await;
+            if let Err(e) = &policies {
+                tracing::warn!(namespace = ns, error = %e, "cannot list the namespace's policies");
+            }
+            if policies.is_ok_and(|p| p.items.is_empty()) {
+                tracing::info!(namespace = ns, "last policy gone: deleting the fleet");
+                match delete_children(&ctx.client, &ns).await {
+                    Ok(()) => ctx.planned.forget(&ns),
+                    Err(e) => tracing::warn!(namespace = ns, error = %e, "cannot delete the fleet"),
+                }
+            }
+        }
+    }
 }

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
     PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
     VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{SIP_PORT, field_env};
@@ -77,17 +77,11 @@ pub fn kamailio_cfg(distribution: Distribution) -> String {
     TEMPLATE.replace("{{ALGORITHM}}", algorithm)
 }
 
-pub fn children(
-    namespace: &str,
-    owners: &[OwnerReference],
-    settings: &FrontDoorSettings,
-    recorders: &[IpAddr],
-) -> FrontDoor {
+pub fn children(namespace: &str, settings: &FrontDoorSettings, recorders: &[IpAddr]) -> FrontDoor {
     let meta = || ObjectMeta {
         name: Some(FRONT_DOOR.into()),
         namespace: Some(namespace.into()),
         labels: Some(labels(namespace)),
-        owner_references: Some(owners.to_vec()),
         ..Default::default()
     };
     let config_map = ConfigMap {
@@ -285,7 +279,7 @@ mod tests {
             service_type: ServiceType::NodePort,
             ..Default::default()
         };
-        let fd = children("acme", &[], &s, &[]);
+        let fd = children("acme", &s, &[]);
         let pod_labels = fd
             .deployment
             .spec

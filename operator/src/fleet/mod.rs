@@ -6,7 +6,9 @@
 
 pub mod controller;
 pub mod front_door;
+pub mod planned;
 pub mod serving;
+pub mod shards;
 
 use std::collections::BTreeMap;
 
@@ -18,17 +20,15 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
+    Affinity, ConfigMap, ConfigMapProjection, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
     ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, SecretEnvSource, Service, ServicePort, ServiceSpec, SleepAction, Volume,
-    VolumeMount,
+    ProjectedVolumeSource, ResourceRequirements, SecretEnvSource, Service, ServicePort,
+    ServiceSpec, SleepAction, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    Condition, LabelSelector, ObjectMeta, OwnerReference, Time,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use opname_model::config as rc;
@@ -50,6 +50,10 @@ pub const TCP_SERVICE: &str = "opname-recorder-tcp";
 /// Key of the recorder configuration in the ConfigMap.
 pub const CONFIG_KEY: &str = "recorder.yaml";
 const CONFIG_DIR: &str = "/etc/opname";
+/// The shards' directory, beside the configuration file.
+const POLICIES_DIR: &str = "policies";
+/// Marks the policy shards among the fleet's ConfigMaps.
+pub const SHARD_LABEL: &str = "opname.dev/policy-shard";
 const SPOOL_DIR: &str = "/var/spool/opname";
 const HTTP_PORT: i32 = 8080;
 const SIP_PORT: i32 = 5060;
@@ -58,12 +62,17 @@ const SIP_PORT: i32 = 5060;
 pub enum FleetError {
     #[error("cannot render the recorder configuration: {0}")]
     Render(String),
+    #[error("{0} policies do not fit in {max} ConfigMaps", max = shards::MAX_SHARDS)]
+    TooManyPolicies(usize),
 }
 
 /// The namespace's children; `None` in [`Plan`] means "no active policy: delete them".
 #[derive(Debug, Clone, PartialEq)]
 pub struct Children {
+    /// The recorder configuration without its policies.
     pub config_map: ConfigMap,
+    /// The policies, over ConfigMaps [`shards::shard_name`]`(k)`, labelled [`SHARD_LABEL`].
+    pub shards: Vec<ConfigMap>,
     pub deployment: Deployment,
     /// The UDP Service, named [`NAME`].
     pub service: Service,
@@ -330,8 +339,7 @@ pub fn plan(
     let children = if rendered.is_empty() {
         None
     } else {
-        let owners: Vec<OwnerReference> = ordered.iter().filter_map(|p| owner_ref(p)).collect();
-        Some(children(namespace, rendered, owners, replicas, settings)?)
+        Some(children(namespace, rendered, replicas, settings)?)
     };
     Ok(Plan {
         children,

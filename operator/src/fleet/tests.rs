@@ -36,16 +36,32 @@ fn settings() -> Settings {
     Settings::default()
 }
 
+/// The configuration a recorder loads: the base ConfigMap and every shard, as projected.
 fn config_of(plan: &Plan) -> rc::Config {
-    let yaml = &plan
-        .children
-        .as_ref()
-        .unwrap()
-        .config_map
-        .data
-        .as_ref()
-        .unwrap()[CONFIG_KEY];
-    rc::Config::parse(yaml).expect("the ConfigMap holds a valid recorder configuration")
+    let c = plan.children.as_ref().unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "opname-fleet-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(
+        dir.join(CONFIG_KEY),
+        &c.config_map.data.as_ref().unwrap()[CONFIG_KEY],
+    )
+    .unwrap();
+    for (k, shard) in c.shards.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("policies/{k:02}.yaml")),
+            &shard.data.as_ref().unwrap()[shards::SHARD_KEY],
+        )
+        .unwrap();
+    }
+    let config = rc::Config::load(&dir.join(CONFIG_KEY))
+        .expect("the ConfigMaps hold a valid recorder configuration");
+    let _ = std::fs::remove_dir_all(&dir);
+    config
 }
 
 #[test]
@@ -140,18 +156,34 @@ fn deployment_service_and_pdb_are_production_shaped() {
     ] {
         assert_eq!(meta.name.as_deref(), Some(NAME));
         assert_eq!(meta.namespace.as_deref(), Some("acme"));
-        let owners = meta.owner_references.as_ref().unwrap();
-        assert_eq!(
-            owners.iter().map(|o| o.uid.as_str()).collect::<Vec<_>>(),
-            ["uid-alice", "uid-bob"],
-            "owned by every policy"
-        );
-        assert!(
-            owners
-                .iter()
-                .all(|o| o.kind == "RecordingPolicy" && o.controller.is_none())
-        );
+        // Owned by no policy: 20,000 policies' references would not fit in one object.
+        assert!(meta.owner_references.is_none());
     }
+    // The projected configuration: the base file and every possible shard, optional.
+    let volume = c
+        .deployment
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .as_ref()
+        .unwrap()[0]
+        .projected
+        .clone()
+        .unwrap();
+    let sources = volume.sources.unwrap();
+    assert_eq!(sources.len(), 1 + shards::MAX_SHARDS);
+    let first = sources[1].config_map.as_ref().unwrap();
+    assert_eq!(first.name, "opname-recorder-policies-00");
+    assert_eq!(first.optional, Some(true));
+    assert_eq!(first.items.as_ref().unwrap()[0].path, "policies/00.yaml");
+    assert_eq!(c.shards.len(), 1);
+    assert_eq!(
+        c.shards[0].metadata.labels.as_ref().unwrap()[SHARD_LABEL],
+        "true"
+    );
     let spec = c.deployment.spec;
     assert_eq!(spec.replicas, Some(2), "minReplicas");
     let rolling = spec.strategy.clone().unwrap().rolling_update.unwrap();
