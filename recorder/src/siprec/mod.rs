@@ -322,7 +322,7 @@ impl Srs {
                 tracing::warn!(peer = %peer.addr, error = %e, "malformed SIP message");
                 if let Some(mut h) = ReplyHeaders::salvage(raw) {
                     if let Some(top) = h.via.first_mut() {
-                        *top = sip::stamp_via(top, peer.addr);
+                        *top = crate::protocol::via::stamp_via(top, peer.addr);
                     }
                     let reason = match e {
                         sip::ParseError::Truncated => "Bad Request (Content-Length exceeds body)",
