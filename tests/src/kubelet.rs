@@ -284,17 +284,24 @@ impl Kubelet {
         })
     }
 
-    /// (SIP address, HTTP address) of each pod of a namespace whose container runs.
-    pub fn endpoints(&self, namespace: &str) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+    /// `what` of each pod of `namespace` whose name starts with `prefix` and whose container runs.
+    fn of_running<T>(&self, namespace: &str, prefix: &str, what: impl Fn(&Pod) -> T) -> Vec<T> {
         self.pods
             .lock()
             .map(|p| {
                 p.iter()
-                    .filter(|p| p.namespace == namespace && p.running())
-                    .map(|p| (p.sip, p.http))
+                    .filter(|p| {
+                        p.namespace == namespace && p.name.starts_with(prefix) && p.running()
+                    })
+                    .map(what)
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// (SIP address, HTTP address) of each pod of a namespace whose container runs.
+    pub fn endpoints(&self, namespace: &str) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+        self.of_running(namespace, "", |p| (p.sip, p.http))
     }
 
     /// Loses a pod as a dead node would: its processes killed at once and its `emptyDir` spool
@@ -305,9 +312,7 @@ impl Kubelet {
                 .find(|p| p.namespace == namespace && p.name == name)
                 .and_then(|p| Some((p.process.as_ref()?, p.dir.join("volumes/spool"))))
                 .map(|(process, spool)| {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", "--", &format!("-{}", process.child.id())])
-                        .status();
+                    process.signal_group("KILL");
                     let _ = std::fs::remove_dir_all(&spool);
                     let _ = std::fs::create_dir_all(&spool);
                 })
@@ -321,45 +326,17 @@ impl Kubelet {
         namespace: &str,
         prefix: &str,
     ) -> Vec<(String, std::net::SocketAddr)> {
-        self.pods
-            .lock()
-            .map(|p| {
-                p.iter()
-                    .filter(|p| {
-                        p.namespace == namespace && p.name.starts_with(prefix) && p.running()
-                    })
-                    .map(|p| (p.name.clone(), p.http))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.of_running(namespace, prefix, |p| (p.name.clone(), p.http))
     }
 
     /// SIP address of each running pod of a namespace whose name starts with `prefix`.
     pub fn sip_addresses(&self, namespace: &str, prefix: &str) -> Vec<std::net::SocketAddr> {
-        self.pods
-            .lock()
-            .map(|p| {
-                p.iter()
-                    .filter(|p| {
-                        p.namespace == namespace && p.name.starts_with(prefix) && p.running()
-                    })
-                    .map(|p| p.sip)
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.of_running(namespace, prefix, |p| p.sip)
     }
 
     /// Names of the pods of a namespace whose container runs.
     pub fn running(&self, namespace: &str) -> Vec<String> {
-        self.pods
-            .lock()
-            .map(|p| {
-                p.iter()
-                    .filter(|p| p.namespace == namespace && p.running())
-                    .map(|p| p.name.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.of_running(namespace, "", |p| p.name.clone())
     }
 }
 

@@ -115,6 +115,14 @@ impl Proc {
         }
     }
 
+    /// Sends a signal to the process and every process it forked (its process group).
+    pub fn signal_group(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
+
     /// Sends a signal (e.g. "TERM", "KILL").
     pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
@@ -137,10 +145,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         // Before the leader is reaped, its pid still names the group.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
+        self.signal_group("KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -594,4 +599,21 @@ pub fn fleet_config(configmaps: &[serde_json::Value]) -> Option<opname_model::co
         }
     }
     opname_model::config::Config::load(&dir.path().join(CONFIG_KEY)).ok()
+}
+
+/// Runs `opname-tools loadgen` with `args` (after `loadgen`) and returns its JSON report;
+/// fails the test when the generator itself fails.
+pub fn loadgen(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(bin("opname-tools"))
+        .arg("loadgen")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("opname-tools");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
 }

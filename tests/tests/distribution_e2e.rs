@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Command;
 
 use opname_tests::controlplane::ControlPlane as ApiServer;
 use opname_tests::kubelet::Kubelet;
@@ -73,20 +72,14 @@ async fn fleet(front_door: &str) -> Fleet {
     let mut server = ApiServer::start().await;
     server.start_controllers().await;
     let dns = server.start_dns().await;
-    let admin = server.client().await;
-    server.install_crds(&admin).await;
-    server.namespaces(&admin, &["opname-system", "acme"]).await;
-    server.restrict("acme").await;
     let store = dir.join("store");
-    server
-        .install_chart_rbac(
-            &admin,
+    let kubeconfig = server
+        .install(
+            &["acme"],
             json!({"store": {"url": format!("file://{}", store.display())}}),
         )
         .await;
-    let kubeconfig = server
-        .service_account_kubeconfig(&admin, "opname-system", "opname-operator")
-        .await;
+    server.restrict("acme").await;
     let settings = dir.join("operator.yaml");
     std::fs::write(
         &settings,
@@ -134,29 +127,21 @@ const KAMAILIO_IMAGE: &str = "ghcr.io/kamailio/kamailio";
 
 /// Runs the load generator against `target` (with `--dns` when given).
 fn load(target: &str, dns: Option<SocketAddr>, calls: usize) -> Value {
-    let mut cmd = Command::new(bin("opname-tools"));
-    cmd.args(["loadgen", "--target", target]);
-    if let Some(dns) = dns {
-        cmd.args(["--dns", &dns.to_string()]);
+    let (dns, calls) = (dns.map(|d| d.to_string()), calls.to_string());
+    let mut args = vec![
+        "--target",
+        target,
+        "--calls",
+        &calls,
+        "--seconds",
+        "6",
+        "--ramp",
+        "2",
+    ];
+    if let Some(dns) = &dns {
+        args.extend(["--dns", dns]);
     }
-    let out = cmd
-        .args([
-            "--calls",
-            &calls.to_string(),
-            "--seconds",
-            "6",
-            "--ramp",
-            "2",
-        ])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    opname_tests::loadgen(&args)
 }
 
 /// What both ways in must give: every call answered by a recorder with room, spread over all
@@ -286,22 +271,18 @@ async fn a_recorder_lost_with_its_spool_loses_seconds_not_calls() {
     let f = fleet("").await;
     let calls = 8;
     let hold = 40;
+    let dns = f.dns.to_string();
     let loadgen = std::thread::spawn(move || {
-        Command::new(bin("opname-tools"))
-            .args([
-                "loadgen",
-                "--target",
-                "opname-recorder.acme.svc.cluster.local",
-                "--dns",
-                &f.dns.to_string(),
-                "--calls",
-                &calls.to_string(),
-                "--seconds",
-                &hold.to_string(),
-            ])
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+        opname_tests::loadgen(&[
+            "--target",
+            "opname-recorder.acme.svc.cluster.local",
+            "--dns",
+            &dns,
+            "--calls",
+            &calls.to_string(),
+            "--seconds",
+            &hold.to_string(),
+        ])
     });
     // Mid-call: the recorder holding the most calls dies with its spool.
     tokio::time::sleep(std::time::Duration::from_secs(20)).await;
@@ -351,13 +332,7 @@ async fn a_recorder_lost_with_its_spool_loses_seconds_not_calls() {
     );
 
     // The other recorders kept their calls; the lost recorder's BYEs find no dialog.
-    let out = loadgen.join().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = loadgen.join().unwrap();
     assert_eq!(report["answered"], calls, "{report:#}");
     assert_eq!(report["ended"], calls - lost_calls, "{report:#}");
     wait_for("every call in the store", 30, || {

@@ -29,16 +29,10 @@ async fn a_pod_deleted_with_uploads_pending_loses_nothing() {
     let port = moto.addr.port();
     let mut server = ApiServer::start().await;
     server.start_controllers().await;
-    let admin = server.client().await;
-    server.install_crds(&admin).await;
-    server.namespaces(&admin, &["opname-system", "acme"]).await;
-    server.restrict("acme").await;
-    server
-        .install_chart_rbac(&admin, json!({"store": {"url": "s3://drain"}}))
-        .await;
     let kubeconfig = server
-        .service_account_kubeconfig(&admin, "opname-system", "opname-operator")
+        .install(&["acme"], json!({"store": {"url": "s3://drain"}}))
         .await;
+    server.restrict("acme").await;
     let env: String = moto
         .env()
         .iter()
@@ -95,19 +89,14 @@ async fn a_pod_deleted_with_uploads_pending_loses_nothing() {
 
     // A call longer than the drain; the store goes away; the pod is deleted.
     let loadgen = std::thread::spawn(move || {
-        std::process::Command::new(bin("opname-tools"))
-            .args([
-                "loadgen",
-                "--target",
-                &sip.to_string(),
-                "--calls",
-                "1",
-                "--seconds",
-                "60",
-            ])
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
+        opname_tests::loadgen(&[
+            "--target",
+            &sip.to_string(),
+            "--calls",
+            "1",
+            "--seconds",
+            "60",
+        ])
     });
     let log = dir.join("pods/acme").join(&pod).join("log");
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
@@ -182,8 +171,7 @@ async fn a_pod_deleted_with_uploads_pending_loses_nothing() {
         "a clean exit, not SIGKILL: {}",
         read_log()
     );
-    let out = loadgen.join().unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = loadgen.join().unwrap();
     assert_eq!(report["answered"], 1, "{report:#}");
     server.assert_chart_rbac_sufficed();
 }

@@ -14,27 +14,16 @@ const CALLER: &str = "sip:+31201234567@pbx.example.com";
 const CALLEE: &str = "sip:+441632960000@carrier.example";
 const POLICY: &str = "  - name: alice\n    user: alice@acme.example\n    identities: [\"tel:+31201234567\", \"sip:alice@demo.example\"]\n    retentionDays: 30\n";
 
-/// Runs the built-in load generator (two-stream G.711 calls) and returns its JSON report.
+/// The built-in load generator (two-stream G.711 calls) against `target`: its JSON report.
 fn loadgen(target: std::net::SocketAddr, calls: usize, seconds: u64) -> Value {
-    let out = Command::new(bin("opname-tools"))
-        .args([
-            "loadgen",
-            "--target",
-            &target.to_string(),
-            "--calls",
-            &calls.to_string(),
-            "--seconds",
-            &seconds.to_string(),
-        ])
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    opname_tests::loadgen(&[
+        "--target",
+        &target.to_string(),
+        "--calls",
+        &calls.to_string(),
+        "--seconds",
+        &seconds.to_string(),
+    ])
 }
 
 fn start(

@@ -58,25 +58,21 @@ fn children_selector() -> watcher::Config {
     )
 }
 
-/// An object of a namespace's fleet changed: the namespace is stale, and (up to) two of its
-/// policies stand for it, other than `except` (a policy just deleted).
+/// An object of a namespace's fleet changed: the namespace is stale, and one of its policies
+/// (other than `except`, a policy just deleted) stands for it — its reconcile plans them all.
 fn namespace_of(
     ctx: &Context,
     ns: Option<String>,
     except: Option<String>,
-) -> Vec<ObjectRef<RecordingPolicy>> {
-    let Some(ns) = ns else {
-        return Vec::new();
-    };
+) -> Option<ObjectRef<RecordingPolicy>> {
+    let ns = ns?;
     ctx.planned.stale(&ns);
     ctx.store
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|p| except.as_deref() != Some(p.name_any().as_str()))
-        .take(2)
+        .find(|p| {
+            p.namespace().as_deref() == Some(ns.as_str())
+                && except.as_deref() != Some(p.name_any().as_str())
+        })
         .map(|p| ObjectRef::from_obj(p.as_ref()))
-        .collect()
 }
 
 /// Runs the controller until the stream ends (signal) or `stop` resolves (leadership lost).
@@ -154,7 +150,7 @@ pub async fn run(
                 if gone {
                     namespace_of(&c5, p.namespace(), Some(p.name_any()))
                 } else {
-                    Vec::new()
+                    None
                 }
             },
         )
