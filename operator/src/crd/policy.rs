@@ -98,21 +98,10 @@ pub struct RecordingPolicySpec {
 pub struct RecordingPolicyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `IdentityConflict`.
+    /// `Ready`, `IdentityConflict`, `RetentionEnforced`. Nothing of the namespace as a whole
+    /// (replica or policy counts): that would rewrite every policy's status when one changes.
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// The namespace's recorder fleet as the operator last set it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fleet: Option<FleetStatus>,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct FleetStatus {
-    /// Recorder replicas requested for the namespace.
-    pub replicas: i32,
-    /// Active policies compiled into the namespace's recorder configuration.
-    pub policies: i32,
 }
 
 #[cfg(test)]

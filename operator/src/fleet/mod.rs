@@ -4,6 +4,7 @@
 //! Deployment, Service, PodDisruptionBudget (and optional HPA), plus each policy's status and the
 //! Events worth publishing. The controller only applies what it returns.
 
+pub mod applied;
 pub mod controller;
 pub mod front_door;
 pub mod planned;
@@ -34,7 +35,7 @@ use kube::{Resource, ResourceExt};
 use opname_model::config as rc;
 use opname_model::policy::resolve_claims;
 
-use crate::crd::{FleetStatus, Mode, RecordingPolicy, RecordingPolicyStatus};
+use crate::crd::{Mode, RecordingPolicy, RecordingPolicyStatus};
 use crate::settings::{RtpMode, Settings};
 
 mod children;
@@ -329,10 +330,6 @@ pub fn plan(
                         )
                     },
                 ],
-                fleet: Some(FleetStatus {
-                    replicas: if active > 0 { replicas } else { 0 },
-                    policies: active,
-                }),
             },
         );
     }
