@@ -62,6 +62,7 @@ const KEYS: &[&str] = &[
     "same-ports",
     "participants",
     "stopped",
+    "not-stopped",
     "no-start",
     "no-body",
     "header",
@@ -325,6 +326,10 @@ fn run_file(path: &Path) {
                         }
                     )),
                     "{ctx}: recording stopped by BYE"
+                ),
+                "not-stopped" => assert!(
+                    !actions.iter().any(|a| matches!(a, Action::Stop { .. })),
+                    "{ctx}: the recording must go on"
                 ),
                 "no-start" => assert!(start.is_none(), "{ctx}: nothing may be recorded"),
                 "no-body" => assert!(last.body.is_empty(), "{ctx}: 200 without body"),

@@ -232,6 +232,7 @@ impl Srs {
                 local: format!("{to};tag={local_tag}"),
                 local_tag,
                 remote: msg.header("From").unwrap_or_default().to_string(),
+                remote_tag: msg.from_tag().map(str::to_string),
                 target: msg
                     .contact_uri()
                     .unwrap_or_else(|| uri_of(msg.header("From").unwrap_or_default())),

@@ -4,10 +4,13 @@ use super::streams::{build_streams, rebuild_channels};
 use super::*;
 
 impl Srs {
+    /// The dialog a request belongs to: Call-ID, our tag and the SRC's tag all match (RFC 3261
+    /// §12; the SRC's From tag is the remote tag), so a Call-ID and a To tag seen on the wire are
+    /// not enough to end or redirect a recording.
     pub(super) fn in_dialog(&self, msg: &Message) -> Option<&Dialog> {
-        self.dialogs
-            .get(msg.call_id())
-            .filter(|d| msg.to_tag() == Some(d.local_tag.as_str()))
+        self.dialogs.get(msg.call_id()).filter(|d| {
+            msg.to_tag() == Some(d.local_tag.as_str()) && msg.from_tag() == d.remote_tag.as_deref()
+        })
     }
 
     /// re-INVITE or UPDATE inside a dialog: new offer, metadata update, or both.

@@ -183,6 +183,8 @@ struct Dialog {
     local: String,
     /// The SRC as To of requests we send (the INVITE's From).
     remote: String,
+    /// The SRC's tag: with Call-ID and `local_tag` it names the dialog (RFC 3261 §12).
+    remote_tag: Option<String>,
     target: String,
     route_set: Vec<String>,
     peer: Peer,

@@ -135,6 +135,8 @@ impl Srs {
     pub(super) fn on_ack(&mut self, msg: &Message) {
         let cseq = msg.cseq().map_or(0, |c| c.0);
         if let Some(d) = self.dialogs.get_mut(msg.call_id())
+            && msg.to_tag() == Some(d.local_tag.as_str())
+            && msg.from_tag() == d.remote_tag.as_deref()
             && d.pending_2xx.as_ref().is_some_and(|(n, _)| *n == cseq)
         {
             d.pending_2xx = None;
