@@ -63,6 +63,16 @@ pub struct SipConfig {
     /// Host written in Contact headers; defaults to the RTP advertised address.
     #[serde(default)]
     pub advertise: Option<String>,
+    /// The SRCs (SBCs) that may send SIP: addresses or CIDR ranges. Empty: anyone who reaches
+    /// the port may plant a recording under a known user (a warning at start).
+    pub allow: Vec<SourceRange>,
+    /// What a sender outside `allow` gets.
+    pub refuse: Refuse,
+    /// SIP over TCP connections at once, in all and per source address; more are closed at once.
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
+    /// A TCP connection that carries nothing (not even a CRLF keep-alive) this long is closed.
+    pub idle_seconds: u64,
 }
 
 impl Default for SipConfig {
@@ -70,7 +80,64 @@ impl Default for SipConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
             advertise: None,
+            allow: Vec::new(),
+            refuse: Refuse::Reject,
+            max_connections: 1024,
+            max_connections_per_source: 64,
+            idle_seconds: 300,
         }
+    }
+}
+
+impl SipConfig {
+    /// Whether `ip` may send SIP.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|r| r.0.contains(&ip))
+    }
+}
+
+/// The answer to SIP from a source outside the allow-list. Both are the same whatever the request
+/// says, so nobody learns which identities are recorded.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Refuse {
+    /// 403 Forbidden (TCP: the connection is accepted, every request refused).
+    Reject,
+    /// Nothing at all (TCP: the connection is closed at once).
+    Drop,
+}
+
+/// An address (`192.0.2.7`, a range of one) or a CIDR range (`10.0.0.0/8`, `2001:db8::/32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceRange(pub ipnet::IpNet);
+
+impl std::str::FromStr for SourceRange {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(|n| SourceRange(n.trunc()))
+            .map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "sip.allow: {s:?} is neither an address nor a CIDR range"
+                ))
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for SourceRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 
@@ -89,6 +156,9 @@ pub struct RtpConfig {
     pub jitter_ms: u32,
     /// A recording whose RTP stops this long (without BYE, not paused) is finalised.
     pub timeout_seconds: u64,
+    /// Accept a stream's RTP from the first source that sends it (kept for the call) instead of
+    /// only from the address and port its SDP offer names: for SBCs behind NAT.
+    pub latching: bool,
 }
 
 impl Default for RtpConfig {
@@ -100,6 +170,7 @@ impl Default for RtpConfig {
             port_max: 32767,
             jitter_ms: 60,
             timeout_seconds: 30,
+            latching: false,
         }
     }
 }
@@ -461,5 +532,30 @@ policies:
             Config::parse(nobody),
             Err(ConfigError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn the_allow_list_takes_addresses_and_ranges() {
+        let c = Config::parse(
+            "namespace: a\nsip:\n  allow: ['10.1.0.0/16', '192.0.2.7', '2001:db8::/32']\n  refuse: drop\n",
+        )
+        .unwrap();
+        assert_eq!(c.sip.refuse, Refuse::Drop);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(c.sip.admits(ip("10.1.200.3")));
+        assert!(c.sip.admits(ip("192.0.2.7")));
+        assert!(c.sip.admits(ip("::ffff:192.0.2.7")), "IPv4-mapped");
+        assert!(c.sip.admits(ip("2001:db8::1")));
+        assert!(!c.sip.admits(ip("10.2.0.1")));
+        assert!(!c.sip.admits(ip("192.0.2.8")));
+        assert!(
+            SipConfig::default().admits(ip("203.0.113.1")),
+            "empty: anyone"
+        );
+        let bad = "namespace: a\nsip:\n  allow: ['10.0.0.0/33']\n";
+        assert!(Config::parse(bad).is_err());
+        // Written back as the operator renders it.
+        let yaml = serde_saphyr::to_string(&c.sip).unwrap();
+        assert!(yaml.contains("192.0.2.7/32"), "{yaml}");
     }
 }

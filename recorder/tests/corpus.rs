@@ -33,6 +33,10 @@ policies:
 "#;
 
 fn core(max_calls: usize) -> Srs {
+    core_with(max_calls, Default::default())
+}
+
+fn core_with(max_calls: usize, sources: opname_model::config::SipConfig) -> Srs {
     let config = Config::parse(POLICIES).unwrap();
     let (table, _) = PolicyTable::build(&config);
     Srs::new(
@@ -43,6 +47,8 @@ fn core(max_calls: usize) -> Srs {
             port_max: 20999,
             max_calls,
             retry_after: 7,
+            latching: false,
+            sources,
         },
         Arc::new(table),
         std::hash::RandomState::new(),
@@ -574,4 +580,81 @@ fn dialog_tags_do_not_follow_from_each_other() {
             .unwrap()
             .to_tag()
     );
+}
+
+#[test]
+fn only_allowed_sources_may_record_and_strangers_learn_nothing() {
+    let sources = |refuse: &str| {
+        Config::parse(&format!(
+            "namespace: a\nsip:\n  allow: ['10.0.0.0/24']\n  refuse: {refuse}\n"
+        ))
+        .unwrap()
+        .sip
+    };
+    let t0 = Instant::now();
+    let stranger = Peer {
+        addr: SocketAddr::from(([203, 0, 113, 9], 5060)),
+        ..udp()
+    };
+    let mut srs = core_with(10, sources("reject"));
+    // A recorded user and an unknown one get the same answer: 403, nothing recorded.
+    for file in ["cisco-cube.sip", "not-recorded.sip"] {
+        let actions = srs.handle_message(stranger, &first_message(file), t0);
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Start(_))),
+            "{file}"
+        );
+        let r = sends(&actions);
+        assert_eq!(r.len(), 1, "{file}");
+        assert_eq!(r[0].start, Start::Response { status: 403 }, "{file}");
+        assert!(r[0].header("Via").unwrap().contains("received=203.0.113.9"));
+    }
+    // Not even a 400 for junk, nor an answer to an answer.
+    let junk = b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bKj\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:x>\r\nCall-ID: j1\r\nCSeq: 1 INVITE\r\nContent-Length: 99999\r\n\r\n";
+    assert_eq!(
+        sends(&srs.handle_message(stranger, junk, t0))[0].start,
+        Start::Response { status: 403 }
+    );
+    assert!(sends(&srs.handle_message(stranger, b"SIP/2.0 200 OK\r\n\r\n", t0)).is_empty());
+    // The SBC inside the range records as before.
+    let ok = srs.handle_message(udp(), &first_message("cisco-cube.sip"), t0);
+    assert!(ok.iter().any(|a| matches!(a, Action::Start(_))));
+    // Drop: silence.
+    let mut quiet = core_with(10, sources("drop"));
+    let actions = quiet.handle_message(stranger, &first_message("cisco-cube.sip"), t0);
+    assert!(sends(&actions).is_empty());
+    assert!(!actions.iter().any(|a| matches!(a, Action::Start(_))));
+}
+
+/// A flood of distinct requests fills the transaction table to its bound and no further; the
+/// timers expire them all, and a retransmitted request within the bound still gets its answer.
+#[test]
+fn the_transaction_table_is_bounded_and_expires() {
+    let mut srs = core(10);
+    let t0 = Instant::now();
+    let options = |n: usize| {
+        format!(
+            "OPTIONS sip:srs@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKflood{n}\r\nFrom: <sip:src@10.0.0.1>;tag=f\r\nTo: <sip:srs@10.0.0.2>\r\nCall-ID: flood-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let first = sends(&srs.handle_message(udp(), &options(0), t0));
+    for n in 1..20_000 {
+        let r = sends(&srs.handle_message(udp(), &options(n), t0));
+        assert_eq!(
+            r[0].start,
+            Start::Response { status: 200 },
+            "every one answered"
+        );
+    }
+    assert_eq!(srs.transactions(), 16_384);
+    let again = sends(&srs.handle_message(udp(), &options(0), t0 + Duration::from_secs(1)));
+    assert_eq!(
+        again[0].to_tag(),
+        first[0].to_tag(),
+        "the retransmission gets the same answer"
+    );
+    assert!(srs.poll_timeout().unwrap() <= t0 + Duration::from_secs(32));
+    srs.handle_timeout(t0 + Duration::from_secs(33));
+    assert_eq!(srs.transactions(), 0);
 }

@@ -499,3 +499,102 @@ fn tcp_peers_that_never_read_or_lie_about_length_stop_nobody() {
         "no loop over a bad frame"
     );
 }
+
+/// Who may talk to the recorder, on the real binary: an SBC outside `sip.allow` gets 403 over UDP
+/// and TCP (the same for a recorded user as for anyone); more TCP connections from one source than
+/// `maxConnectionsPerSource` are closed at once; an idle connection is closed after `idleSeconds`.
+#[test]
+fn strangers_are_refused_and_tcp_connections_are_bounded() {
+    let work = tempfile::tempdir().unwrap();
+    let rec = Recorder::start(RecorderSpec {
+        dir: &work.path().join("rec"),
+        store_url: format!("file://{}", work.path().join("store").display()),
+        policies: POLICY,
+        env: vec![],
+        extra: "sip:\n  allow: ['127.0.0.1']\n  maxConnectionsPerSource: 3\n  idleSeconds: 2\n",
+    });
+    let invite = request(
+        "INVITE",
+        "stranger-1",
+        "",
+        "UDP",
+        "multipart/mixed;boundary=b",
+        &siprec_body("0", "</recording>"),
+    );
+    // From 127.0.0.2: another host as far as the recorder can tell.
+    let s = UdpSocket::bind("127.0.0.2:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    s.send_to(&invite, rec.sip).unwrap();
+    let mut buf = [0u8; 8192];
+    let n = s.recv(&mut buf).expect("an answer");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 403"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let stranger_tcp = {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .unwrap();
+        sock.connect(&rec.sip.into()).unwrap();
+        TcpStream::from(sock)
+    };
+    let mut stranger_tcp = stranger_tcp;
+    stranger_tcp
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    stranger_tcp
+        .write_all(&request(
+            "OPTIONS",
+            "stranger-2",
+            "",
+            "TCP",
+            "text/plain",
+            "",
+        ))
+        .unwrap();
+    let n = stranger_tcp.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 403"));
+    assert_eq!(
+        udp_request(
+            rec.sip,
+            &request("OPTIONS", "ok-1", "", "UDP", "text/plain", "")
+        ),
+        Some(200)
+    );
+    assert_eq!(
+        rec.log().matches("sip.allow is empty").count(),
+        0,
+        "no warning with an allow-list"
+    );
+
+    // Three connections from 127.0.0.1 are kept, the fourth is closed.
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(rec.sip).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = TcpStream::connect(rec.sip).unwrap();
+    fourth
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let _ = fourth.write_all(&request("OPTIONS", "four", "", "TCP", "text/plain", ""));
+    assert!(
+        matches!(fourth.read(&mut buf), Ok(0) | Err(_)),
+        "the fourth connection is closed unanswered"
+    );
+    // Idle: closed by the recorder after 2 s, which frees the places.
+    let mut idle = held;
+    for c in &mut idle {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert!(matches!(c.read(&mut buf), Ok(0)), "closed when idle");
+    }
+    assert_eq!(
+        tcp_request(
+            rec.sip,
+            &request("OPTIONS", "after", "", "TCP", "text/plain", "")
+        ),
+        Some(200)
+    );
+}

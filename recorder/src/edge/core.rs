@@ -9,8 +9,14 @@ use tokio::sync::mpsc;
 
 use super::media::{CallCmd, start_call};
 use super::{CoreInput, Shared};
+use crate::log_limit::LogLimit;
 use crate::metrics::OutcomeLabel;
 use crate::siprec::{Action, CallRef, EndReason, Srs, Transport};
+
+// Outsiders can make these happen at will (spoofed sources, peers that never read).
+static SEND_FAILED: LogLimit = LogLimit::new();
+static NOT_READING: LogLimit = LogLimit::new();
+static GONE: LogLimit = LogLimit::new();
 
 pub(super) async fn core_loop(
     mut core: Srs,
@@ -48,8 +54,10 @@ pub(super) async fn core_loop(
             match action {
                 Action::Send { peer, data } => match peer.transport {
                     Transport::Udp => {
-                        if let Err(e) = udp.send_to(&data, peer.addr).await {
-                            tracing::warn!(to = %peer.addr, error = %e, "SIP UDP send failed");
+                        if let Err(e) = udp.send_to(&data, peer.addr).await
+                            && let Some(suppressed) = SEND_FAILED.check(Instant::now())
+                        {
+                            tracing::warn!(to = %peer.addr, error = %e, suppressed, "SIP UDP send failed");
                         }
                     }
                     Transport::Tcp => match tcp.get(&peer.conn) {
@@ -57,13 +65,17 @@ pub(super) async fn core_loop(
                         // queue is full does not read its answers; it loses the connection.
                         Some((tx, close)) => {
                             if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(data) {
-                                tracing::warn!(peer = %peer.addr, "SIP over TCP: the peer does not read its responses; closing");
+                                if let Some(suppressed) = NOT_READING.check(Instant::now()) {
+                                    tracing::warn!(peer = %peer.addr, suppressed, "SIP over TCP: the peer does not read its responses; closing");
+                                }
                                 close.notify_one();
                                 tcp.remove(&peer.conn);
                             }
                         }
                         None => {
-                            tracing::warn!(to = %peer.addr, "TCP connection gone; response dropped")
+                            if let Some(suppressed) = GONE.check(Instant::now()) {
+                                tracing::warn!(to = %peer.addr, suppressed, "TCP connection gone; response dropped");
+                            }
                         }
                     },
                 },

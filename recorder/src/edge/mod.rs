@@ -112,6 +112,11 @@ pub async fn run(
         .await
         .map_err(|e| ServerError::Bind(config.http.listen, e))?;
     tracing::info!(sip = %config.sip.listen, http = %config.http.listen, store = %config.store.url, "opname-recorder listening");
+    if config.sip.allow.is_empty() {
+        tracing::warn!(
+            "sip.allow is empty: anyone who reaches the SIP port may start recordings; list the SBCs' addresses"
+        );
+    }
 
     let (table, warnings) = PolicyTable::build(&config);
     for w in warnings {
@@ -135,6 +140,8 @@ pub async fn run(
             port_max: config.rtp.port_max,
             max_calls: config.limits.max_calls,
             retry_after: config.limits.retry_after_seconds,
+            latching: config.rtp.latching,
+            sources: config.sip.clone(),
         },
         Arc::new(table),
         // Random keys per process (the OS's randomness).
@@ -187,7 +194,11 @@ pub async fn run(
         }
     });
     tokio::spawn(sip::udp_receiver(udp.clone(), core_tx.clone()));
-    tokio::spawn(sip::tcp_acceptor(tcp, core_tx.clone()));
+    tokio::spawn(sip::tcp_acceptor(
+        tcp,
+        core_tx.clone(),
+        shared.config.sip.clone(),
+    ));
     if let Some(path) = config_path {
         tokio::spawn(config_watch::config_watcher(
             path,

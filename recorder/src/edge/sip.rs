@@ -1,14 +1,18 @@
 //! SIP sockets: UDP datagrams and framed TCP streams, fed to the core task as messages.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use opname_model::config::{Refuse, SipConfig};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::CoreInput;
+use crate::log_limit::LogLimit;
 use crate::protocol::sip::{Framing, MAX_MESSAGE, frame_stream};
 use crate::siprec::{Peer, Transport};
 
@@ -38,15 +42,77 @@ pub(super) async fn udp_receiver(sock: Arc<UdpSocket>, tx: mpsc::Sender<CoreInpu
     }
 }
 
-pub(super) async fn tcp_acceptor(listener: TcpListener, tx: mpsc::Sender<CoreInput>) {
+/// Open TCP connections, in all and per source address.
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// Holds one connection's place in [`Connections`] until dropped.
+struct Slot {
+    table: Arc<Mutex<Connections>>,
+    source: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.lock() {
+            t.total = t.total.saturating_sub(1);
+            if let Some(n) = t.by_source.get_mut(&self.source) {
+                *n -= 1;
+                if *n == 0 {
+                    t.by_source.remove(&self.source);
+                }
+            }
+        }
+    }
+}
+
+/// A place for a new connection from `source`, if neither limit is reached.
+fn admit(table: &Arc<Mutex<Connections>>, source: IpAddr, cfg: &SipConfig) -> Option<Slot> {
+    let mut t = table.lock().ok()?;
+    let from_source = t.by_source.get(&source).copied().unwrap_or(0);
+    if t.total >= cfg.max_connections || from_source >= cfg.max_connections_per_source {
+        return None;
+    }
+    t.total += 1;
+    *t.by_source.entry(source).or_default() += 1;
+    Some(Slot {
+        table: table.clone(),
+        source,
+    })
+}
+
+/// How long one write to a TCP peer may take before the connection is given up.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) async fn tcp_acceptor(
+    listener: TcpListener,
+    tx: mpsc::Sender<CoreInput>,
+    cfg: SipConfig,
+) {
+    static TOO_MANY: LogLimit = LogLimit::new();
     let mut next_conn = 1u64;
+    let table = Arc::new(Mutex::new(Connections::default()));
     loop {
         let Ok((stream, addr)) = listener.accept().await else {
             continue;
         };
+        // A stranger's connection is not kept when it would get nothing anyway.
+        if cfg.refuse == Refuse::Drop && !cfg.admits(addr.ip()) {
+            continue;
+        }
+        let Some(slot) = admit(&table, addr.ip().to_canonical(), &cfg) else {
+            if let Some(suppressed) = TOO_MANY.check(std::time::Instant::now()) {
+                tracing::warn!(peer = %addr, suppressed, "SIP over TCP: too many connections; closed");
+            }
+            continue;
+        };
         let conn = next_conn;
         next_conn += 1;
-        tokio::spawn(tcp_connection(stream, addr, conn, tx.clone()));
+        let idle = Duration::from_secs(cfg.idle_seconds.max(1));
+        tokio::spawn(tcp_connection(stream, addr, conn, tx.clone(), idle, slot));
     }
 }
 
@@ -55,6 +121,8 @@ async fn tcp_connection(
     addr: SocketAddr,
     conn: u64,
     tx: mpsc::Sender<CoreInput>,
+    idle: Duration,
+    _slot: Slot,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
@@ -70,9 +138,15 @@ async fn tcp_connection(
     {
         return;
     }
+    let closer = close.clone();
     let writer = tokio::spawn(async move {
         while let Some(data) = out_rx.recv().await {
-            if wr.write_all(&data).await.is_err() {
+            // A peer that stops reading must not hold the writer (and its queue) forever.
+            if !matches!(
+                tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&data)).await,
+                Ok(Ok(()))
+            ) {
+                closer.notify_one();
                 break;
             }
         }
@@ -86,9 +160,13 @@ async fn tcp_connection(
     let mut chunk = vec![0u8; 16 * 1024];
     'read: loop {
         let n = tokio::select! {
-            read = rd.read(&mut chunk) => match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
+            read = tokio::time::timeout(idle, rd.read(&mut chunk)) => match read {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    tracing::debug!(peer = %addr, "SIP over TCP: idle; closing");
+                    break;
+                }
             },
             () = close.notified() => break,
         };
@@ -109,7 +187,10 @@ async fn tcp_connection(
                     }
                 }
                 Framing::Invalid(why) => {
-                    tracing::warn!(peer = %addr, why, "SIP over TCP cannot be framed; closing");
+                    static UNFRAMED: LogLimit = LogLimit::new();
+                    if let Some(suppressed) = UNFRAMED.check(std::time::Instant::now()) {
+                        tracing::warn!(peer = %addr, why, suppressed, "SIP over TCP cannot be framed; closing");
+                    }
                     // Answer what can be answered (400), then drop the connection.
                     let end = buf.len().min(MAX_MESSAGE);
                     let _ = tx

@@ -68,6 +68,9 @@ pub struct MediaStream {
     pub paused: bool,
     pub label: Option<String>,
     pub channel: Channel,
+    /// RTP is taken only from this address, the one the offer's `c=` names; `None`: from the
+    /// first source that sends (latching, for SBCs behind NAT), kept for the call.
+    pub source: Option<IpAddr>,
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +94,8 @@ pub enum Outcome {
     Busy,
     Unusable,
     BadRequest,
+    /// From a source outside the allow-list.
+    Refused,
 }
 
 impl Outcome {
@@ -101,6 +106,7 @@ impl Outcome {
             Outcome::Busy => "busy",
             Outcome::Unusable => "unusable",
             Outcome::BadRequest => "bad-request",
+            Outcome::Refused => "refused",
         }
     }
 }
@@ -133,6 +139,10 @@ pub struct CoreConfig {
     pub port_max: u16,
     pub max_calls: usize,
     pub retry_after: u32,
+    /// RTP from the first source instead of the offer's address (`rtp.latching`).
+    pub latching: bool,
+    /// Who may send SIP (`allow`, `refuse` of the configuration; the rest is the edge's).
+    pub sources: opname_model::config::SipConfig,
 }
 
 #[derive(Debug)]
@@ -234,7 +244,7 @@ pub struct Srs {
     cfg: CoreConfig,
     policies: Arc<PolicyTable>,
     dialogs: HashMap<String, Dialog>,
-    txns: HashMap<String, ServerTxn>,
+    txns: transaction::Transactions,
     clients: Vec<ClientTxn>,
     ports: PortPool,
     draining: bool,
@@ -265,7 +275,7 @@ impl Srs {
             cfg,
             policies,
             dialogs: HashMap::new(),
-            txns: HashMap::new(),
+            txns: transaction::Transactions::default(),
             clients: Vec::new(),
             draining: false,
             overloaded: false,
@@ -287,6 +297,11 @@ impl Srs {
 
     pub fn active_calls(&self) -> usize {
         self.dialogs.len()
+    }
+
+    /// Server transactions kept for retransmissions (at most `Transactions::MAX`).
+    pub fn transactions(&self) -> usize {
+        self.txns.len()
     }
 
     /// Stops accepting new sessions (503); active ones continue.
@@ -312,6 +327,12 @@ impl Srs {
 
     /// One received datagram or framed stream message.
     pub fn handle_message(&mut self, peer: Peer, raw: &[u8], now: Instant) -> Vec<Action> {
+        // Before anything of the message is read: a stranger learns nothing, not even whether
+        // a user is recorded.
+        if !self.cfg.sources.admits(peer.addr.ip()) {
+            self.refuse(peer, raw);
+            return self.take();
+        }
         match sip::parse(raw, peer.transport == Transport::Udp) {
             Ok(mut msg) => match msg.start {
                 Start::Request { .. } => {
@@ -321,7 +342,10 @@ impl Srs {
                 Start::Response { .. } => self.on_response(&msg),
             },
             Err(e) => {
-                tracing::warn!(peer = %peer.addr, error = %e, "malformed SIP message");
+                static MALFORMED: crate::log_limit::LogLimit = crate::log_limit::LogLimit::new();
+                if let Some(suppressed) = MALFORMED.check(now) {
+                    tracing::warn!(peer = %peer.addr, error = %e, suppressed, "malformed SIP message");
+                }
                 if let Some(mut h) = ReplyHeaders::salvage(raw) {
                     if let Some(top) = h.via.first_mut() {
                         *top = crate::protocol::via::stamp_via(top, peer.addr);
@@ -337,6 +361,23 @@ impl Srs {
             }
         }
         self.take()
+    }
+
+    /// A message from outside the allow-list: 403 (to requests other than ACK, so that nothing
+    /// answers an answer) or nothing.
+    fn refuse(&mut self, peer: Peer, raw: &[u8]) {
+        self.out.push(Action::Outcome(Outcome::Refused));
+        let answerless = raw.starts_with(b"SIP/") || raw.starts_with(b"ACK ");
+        if self.cfg.sources.refuse == opname_model::config::Refuse::Drop || answerless {
+            return;
+        }
+        if let Some(mut h) = ReplyHeaders::salvage(raw) {
+            if let Some(top) = h.via.first_mut() {
+                *top = crate::protocol::via::stamp_via(top, peer.addr);
+            }
+            let data = sip::response(&h, 403, "Forbidden", Some("opname"), &[], None);
+            self.out.push(Action::Send { peer, data });
+        }
     }
 
     /// The media side ended a recording (RTP timeout, socket failure): hang up.
@@ -358,11 +399,7 @@ impl Srs {
 
     /// The next instant [`Srs::handle_timeout`] has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let txns = self.txns.values().map(|t| {
-            t.retransmit
-                .as_ref()
-                .map_or(t.expires, |r| r.next.min(t.expires))
-        });
+        let txns = self.txns.next_due();
         let dialogs = self
             .dialogs
             .values()
@@ -371,22 +408,11 @@ impl Srs {
             .clients
             .iter()
             .map(|c| c.retransmit.next.min(c.retransmit.deadline));
-        txns.chain(dialogs).chain(clients).min()
+        txns.into_iter().chain(dialogs).chain(clients).min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) -> Vec<Action> {
-        self.txns.retain(|_, t| t.expires > now);
-        for t in self.txns.values_mut() {
-            if let Some(r) = &mut t.retransmit
-                && r.next <= now
-            {
-                self.out.push(Action::Send {
-                    peer: t.peer,
-                    data: r.data.clone(),
-                });
-                r.backoff(now);
-            }
-        }
+        self.txns.run(now, &mut self.out);
         let mut unacked = Vec::new();
         for (id, d) in &mut self.dialogs {
             if let Some((_, r)) = &mut d.pending_2xx {
