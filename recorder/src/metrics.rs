@@ -31,6 +31,9 @@ pub struct Metrics {
     pub recordings: Family<OutcomeLabel, Counter>,
     pub packets_received: Counter,
     pub packets_lost: Counter,
+    /// RTP dropped as not the stream's (another source or SSRC, not RTP): injection attempts
+    /// or a misconfigured SBC (behind NAT without `rtp.latching`).
+    pub packets_foreign: Counter,
     pub upload_seconds: Histogram,
     pub uploads_pending: Gauge,
     /// Bytes of finished recordings waiting in the spool for the store.
@@ -50,6 +53,7 @@ impl Metrics {
             recordings: Family::default(),
             packets_received: Counter::default(),
             packets_lost: Counter::default(),
+            packets_foreign: Counter::default(),
             upload_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             uploads_pending: Gauge::default(),
             spool_pending_bytes: Gauge::default(),
@@ -82,6 +86,11 @@ impl Metrics {
             "rtp_packets_lost",
             "RTP packets lost in finished recordings",
             m.packets_lost.clone(),
+        );
+        registry.register(
+            "rtp_packets_foreign",
+            "RTP packets dropped as not the stream's (another source or SSRC, or not RTP)",
+            m.packets_foreign.clone(),
         );
         registry.register(
             "upload_seconds",

@@ -406,6 +406,7 @@ fn pipeline_alone(calls: usize, frames_per_call: usize, audio: &[PathBuf; 2]) ->
         paused: false,
         label: None,
         channel,
+        source: None,
     };
     let streams = [
         stream(0, 1000, Channel::Left),

@@ -266,6 +266,19 @@ fn finalise(t: MediaTask, reason: EndReason, shared: &Shared) -> Result<(), Reco
         .metrics
         .packets_lost
         .inc_by(summary.streams.iter().map(|s| s.stats.lost).sum());
+    let foreign: u64 = summary.streams.iter().map(|s| s.foreign).sum();
+    shared.metrics.packets_foreign.inc_by(foreign);
+    if foreign > 0 {
+        static FOREIGN: crate::log_limit::LogLimit = crate::log_limit::LogLimit::new();
+        if let Some(suppressed) = FOREIGN.check(std::time::Instant::now()) {
+            tracing::warn!(
+                id,
+                foreign,
+                suppressed,
+                "RTP from other sources or SSRCs was dropped"
+            );
+        }
+    }
     let audio = writer.finish();
     let bytes = audio.0;
     record::finish(

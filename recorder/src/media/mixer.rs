@@ -34,15 +34,19 @@ pub struct AudioSettings {
     pub jitter: Duration,
 }
 
-/// A source seen for a stream is kept (symmetric RTP latching) until it has been silent this
-/// long; packets from other sources meanwhile are counted and dropped.
-const RELATCH_AFTER: Duration = Duration::from_secs(1);
+/// A stream takes RTP from the address its offer names (`MediaStream::source`), or when latching
+/// from the first source, kept for the call; and from one SSRC, which may change only after the
+/// stream has been silent this long (an SBC re-anchoring media, a transfer). Anything else is
+/// counted as foreign and dropped: nobody can inject audio into, or take over, a recording.
+const SSRC_CHANGE_AFTER: Duration = Duration::from_secs(1);
 
 struct StreamState {
     spec: MediaStream,
     jitter: JitterBuffer,
     decoder: Option<Decoder>,
+    /// The source seen first (the one kept when latching).
     source: Option<SocketAddr>,
+    ssrc: Option<u32>,
     last_packet: Option<Instant>,
     foreign: u64,
     unknown_payload: u64,
@@ -57,7 +61,7 @@ pub struct StreamReport {
     pub codec: Option<&'static str>,
     pub channel: Channel,
     pub stats: Stats,
-    /// Packets from a source other than the latched one.
+    /// Packets dropped as not the stream's: another source, another SSRC, or not RTP.
     pub foreign: u64,
     pub unknown_payload: u64,
 }
@@ -195,6 +199,11 @@ impl<W: Write> Recording<W> {
                         s.jitter
                             .set_clock(self.rate, codec.map_or(8000, Codec::clock_rate));
                     }
+                    // New signalling for the stream's source: its pins start again.
+                    if s.spec.source != spec.source {
+                        s.source = None;
+                        s.ssrc = None;
+                    }
                     s.spec = spec.clone();
                     s
                 }
@@ -216,6 +225,7 @@ impl<W: Write> Recording<W> {
                     ),
                     decoder: codec.map(|c| Decoder::new(c, self.rate)).transpose()?,
                     source: None,
+                    ssrc: None,
                     last_packet: None,
                     foreign: 0,
                     unknown_payload: 0,
@@ -251,20 +261,31 @@ impl<W: Write> Recording<W> {
         let Some(s) = self.streams.iter_mut().find(|s| s.spec.port == port) else {
             return;
         };
-        let stale = s
-            .last_packet
-            .is_none_or(|t| now.saturating_duration_since(t) > RELATCH_AFTER);
-        match s.source {
-            Some(src) if src != from && !stale => {
-                s.foreign += 1;
-                return;
-            }
-            _ => s.source = Some(from),
+        // Only the source the offer names (or, latching, the first one), and one SSRC at a time.
+        let admitted = match (s.spec.source, s.source) {
+            (Some(ip), _) => from.ip().to_canonical() == ip,
+            (None, Some(src)) => src == from,
+            (None, None) => true,
+        };
+        if !admitted {
+            s.foreign += 1;
+            return;
         }
         let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
             s.foreign += 1;
             return;
         };
+        let silent = s
+            .last_packet
+            .is_none_or(|t| now.saturating_duration_since(t) > SSRC_CHANGE_AFTER);
+        match s.ssrc {
+            Some(ssrc) if ssrc != rtp.ssrc() && !silent => {
+                s.foreign += 1;
+                return;
+            }
+            _ => s.ssrc = Some(rtp.ssrc()),
+        }
+        s.source.get_or_insert(from);
         s.last_packet = Some(now);
         let pt = rtp.payload_type();
         let Some((audio_pt, audio_codec)) = s.spec.codec else {

@@ -96,6 +96,29 @@ pub struct Offer {
     pub media: Vec<MediaOffer>,
 }
 
+impl Offer {
+    /// Whether an audio stream is offered encrypted (SRTP, `RTP/SAVP(F)` or DTLS-SRTP), which
+    /// this recorder cannot decrypt: refusing the offer beats recording half of the call.
+    pub fn encrypted_audio(&self) -> bool {
+        self.media.iter().any(|m| {
+            m.media == "audio" && m.port != 0 && m.proto.to_ascii_uppercase().contains("SAVP")
+        })
+    }
+
+    /// The address m-line `index` sends from as the offer says (`c=` of the media, else of the
+    /// session); `None` when it names none usable (absent, unparsable, or `0.0.0.0` on hold).
+    pub fn source_of(&self, index: usize) -> Option<IpAddr> {
+        let m = self.media.get(index)?;
+        m.connection
+            .as_deref()
+            .or(self.connection.as_deref())?
+            .parse::<IpAddr>()
+            .ok()
+            .filter(|ip| !ip.is_unspecified())
+            .map(|ip| ip.to_canonical())
+    }
+}
+
 /// What we negotiated for one m-line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamAnswer {
@@ -273,10 +296,12 @@ impl Offer {
                             .find_map(|pt| m.codec_of(pt).map(|c| (pt, c)))
                     })
                     .flatten();
-                let telephone_event = codec.and_then(|_| {
+                // RFC 4733 §2.1: telephone-event runs at its audio codec's clock rate.
+                let telephone_event = codec.and_then(|(_, c)| {
                     m.payload_types().find(|pt| {
-                        m.encoding(*pt)
-                            .is_some_and(|(n, _)| n.eq_ignore_ascii_case("telephone-event"))
+                        m.encoding(*pt).is_some_and(|(n, rate)| {
+                            n.eq_ignore_ascii_case("telephone-event") && rate == c.clock_rate()
+                        })
                     })
                 });
                 let direction = m

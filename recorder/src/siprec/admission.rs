@@ -15,8 +15,13 @@ pub enum Refusal {
     UnsupportedBody(String),
     BadBody(String),
     NoOffer,
+    /// An SDP body that cannot be parsed.
+    MalformedOffer(String),
+    /// A parsed offer the recorder will not take (too many streams).
     BadOffer(String),
     BadMetadata(String),
+    /// An audio stream offered as SRTP.
+    Encrypted,
     NoCodec,
     NoPolicy,
     NoPorts,
@@ -28,8 +33,10 @@ impl Refusal {
             Refusal::Draining | Refusal::Full(_) | Refusal::NoPorts => (503, "Service Unavailable"),
             Refusal::Loop => (482, "Loop Detected"),
             Refusal::UnsupportedBody(_) => (415, "Unsupported Media Type"),
-            Refusal::BadBody(_) | Refusal::BadMetadata(_) => (400, "Bad Request"),
-            Refusal::NoOffer | Refusal::BadOffer(_) | Refusal::NoCodec => {
+            Refusal::BadBody(_) | Refusal::BadMetadata(_) | Refusal::MalformedOffer(_) => {
+                (400, "Bad Request")
+            }
+            Refusal::NoOffer | Refusal::BadOffer(_) | Refusal::Encrypted | Refusal::NoCodec => {
                 (488, "Not Acceptable Here")
             }
             Refusal::NoPolicy => (603, "Decline"),
@@ -44,7 +51,12 @@ impl Refusal {
             Refusal::UnsupportedBody(why)
             | Refusal::BadBody(why)
             | Refusal::BadOffer(why)
+            | Refusal::MalformedOffer(why)
             | Refusal::BadMetadata(why) => why.clone(),
+            Refusal::Encrypted => {
+                "SRTP (RTP/SAVP) is not supported: fork the call with RTP/AVP to this recorder"
+                    .into()
+            }
             Refusal::NoOffer => "an SDP offer is required".into(),
             Refusal::NoCodec => {
                 "no stream in a codec the recorder decodes (PCMU, PCMA, G722, opus)".into()
@@ -57,10 +69,14 @@ impl Refusal {
     fn outcome(&self) -> Outcome {
         match self {
             Refusal::Draining | Refusal::Full(_) | Refusal::NoPorts => Outcome::Busy,
-            Refusal::Loop | Refusal::BadBody(_) | Refusal::BadMetadata(_) => Outcome::BadRequest,
+            Refusal::Loop
+            | Refusal::BadBody(_)
+            | Refusal::BadMetadata(_)
+            | Refusal::MalformedOffer(_) => Outcome::BadRequest,
             Refusal::UnsupportedBody(_)
             | Refusal::NoOffer
             | Refusal::BadOffer(_)
+            | Refusal::Encrypted
             | Refusal::NoCodec => Outcome::Unusable,
             Refusal::NoPolicy => Outcome::NotRecorded,
         }
@@ -139,7 +155,15 @@ impl Srs {
             e => Refusal::BadBody(e.to_string()),
         })?;
         let sdp_bytes = parts.sdp.ok_or(Refusal::NoOffer)?;
-        let offer = sdp::parse(sdp_bytes).map_err(|e| Refusal::BadOffer(e.to_string()))?;
+        let offer = sdp::parse(sdp_bytes).map_err(|e| match e {
+            sdp::SdpError::TooManyStreams => Refusal::BadOffer(e.to_string()),
+            sdp::SdpError::NoMedia | sdp::SdpError::Malformed(_) => {
+                Refusal::MalformedOffer(e.to_string())
+            }
+        })?;
+        if offer.encrypted_audio() {
+            return Err(Refusal::Encrypted);
+        }
         let metadata = parts
             .metadata
             .map(metadata::parse)
@@ -199,7 +223,7 @@ impl Srs {
             Ok(a) => a,
             Err(refusal) => return self.decline(peer, msg, refusal, now),
         };
-        let streams = build_streams(&negotiated, &ports, &metadata);
+        let streams = build_streams(&negotiated, &ports, &metadata, &offer, self.cfg.latching);
         let answer = sdp::answer(&offer, &negotiated, &ports, self.cfg.rtp_advertise, 1);
         let local_tag = self.unique();
         self.counter += 1;
@@ -354,10 +378,16 @@ mod tests {
             ),
             (Refusal::NoOffer, 488, Outcome::Unusable),
             (
-                Refusal::BadOffer("no m-line".into()),
+                Refusal::MalformedOffer("no m-line".into()),
+                400,
+                Outcome::BadRequest,
+            ),
+            (
+                Refusal::BadOffer("too many streams".into()),
                 488,
                 Outcome::Unusable,
             ),
+            (Refusal::Encrypted, 488, Outcome::Unusable),
             (Refusal::NoCodec, 488, Outcome::Unusable),
             (Refusal::NoPolicy, 603, Outcome::NotRecorded),
         ];

@@ -74,16 +74,29 @@ impl Srs {
             }
         };
         let offer = match parts.sdp.map(sdp::parse).transpose() {
+            Ok(Some(o)) if o.encrypted_audio() => Err((
+                488,
+                "Not Acceptable Here",
+                "SRTP (RTP/SAVP) is not supported: fork the call with RTP/AVP to this recorder"
+                    .to_string(),
+            )),
+            Ok(o) => Ok(o),
+            Err(e @ sdp::SdpError::TooManyStreams) => {
+                Err((488, "Not Acceptable Here", e.to_string()))
+            }
+            Err(e) => Err((400, "Bad Request", e.to_string())),
+        };
+        let offer = match offer {
             Ok(o) => o,
-            Err(e) => {
+            Err((status, reason, why)) => {
                 return self.reply(
                     peer,
                     msg,
                     Reply {
-                        status: 488,
-                        reason: "Not Acceptable Here",
+                        status,
+                        reason,
                         to_tag: None,
-                        extra: &[("Warning", &format!("399 opname \"{e}\""))],
+                        extra: &[("Warning", &format!("399 opname \"{why}\""))],
                         body: None,
                     },
                     now,
@@ -150,7 +163,7 @@ impl Srs {
                 self.cfg.rtp_advertise,
                 d.session_version,
             );
-            d.streams = build_streams(&negotiated, &ports, &d.metadata);
+            d.streams = build_streams(&negotiated, &ports, &d.metadata, &offer, self.cfg.latching);
             d.offer = offer;
             sdp_out = Some(d.answer.clone());
         } else {

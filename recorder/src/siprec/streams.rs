@@ -5,14 +5,23 @@ use super::*;
 /// Streams with channels: the first participant (by convention the caller) on the left, everyone
 /// else on the right; by position when the metadata does not associate streams; a lone stream
 /// (a mixed one) on both.
+///
+/// Each stream's RTP source is the address its offer names, unless `latching`.
 pub(super) fn build_streams(
     negotiated: &[sdp::StreamAnswer],
     ports: &[u16],
     md: &Metadata,
+    offer: &sdp::Offer,
+    latching: bool,
 ) -> Vec<MediaStream> {
     let streams: Vec<MediaStream> = negotiated
         .iter()
         .map(|s| MediaStream {
+            source: if latching {
+                None
+            } else {
+                offer.source_of(s.index)
+            },
             index: s.index,
             port: if s.accepted() {
                 ports.get(s.index).copied().unwrap_or(0)

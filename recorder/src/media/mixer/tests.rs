@@ -13,6 +13,7 @@ fn stream(index: usize, port: u16, channel: Channel) -> MediaStream {
         paused: false,
         label: Some((index + 1).to_string()),
         channel,
+        source: Some(SRC.ip()),
     }
 }
 
@@ -372,4 +373,66 @@ fn only_the_users_own_stream_can_key_the_keep_code() {
     );
     let kept = play(20002).expect("the user's *44 keeps the call");
     assert!((kept - 0.9).abs() < 0.01, "{kept}");
+}
+
+/// RTP only from the offer's address and one SSRC at a time; latching keeps the first source
+/// for the call, so silence does not let another sender take the stream over.
+#[test]
+fn media_is_pinned_to_the_offered_source_and_one_ssrc() {
+    let streams = [stream(0, 20000, Channel::Both)];
+    let t0 = Instant::now();
+    let at = |k: u32| t0 + Duration::from_millis(20 * u64::from(k));
+    let mut rec = Recording::new(Vec::new(), &streams, &settings(), 1, None, t0).unwrap();
+    // Same host, another port: accepted (SRCs may send from a port other than the offered one).
+    let other_port: SocketAddr = "10.0.0.1:4444".parse().unwrap();
+    let elsewhere: SocketAddr = "10.0.0.2:4000".parse().unwrap();
+    for k in 0..50u32 {
+        rec.on_packet(
+            20000,
+            &rtp(k as u16, k * 160, 5, 0, &[0xff; 160]),
+            other_port,
+            at(k),
+        );
+        // Another host, before the SRC has sent anything: not taken.
+        rec.on_packet(
+            20000,
+            &rtp(k as u16, k * 160, 7, 0, &[0; 160]),
+            elsewhere,
+            at(k),
+        );
+        // The right host, another SSRC while the stream is live: injected, dropped.
+        rec.on_packet(20000, &rtp(k as u16, k * 160, 8, 0, &[0; 160]), SRC, at(k));
+    }
+    // After a second of silence, a new SSRC from the SRC's host is the SBC re-anchoring.
+    for k in 110..120u32 {
+        rec.on_packet(
+            20000,
+            &rtp(k as u16, k * 160, 9, 0, &[0xff; 160]),
+            SRC,
+            at(k),
+        );
+    }
+    let (_, summary) = rec.finish(at(130)).unwrap();
+    let s = &summary.streams[0];
+    assert_eq!(s.stats.received, 60, "{s:?}");
+    assert_eq!(s.foreign, 100, "{s:?}");
+
+    // Latching: the first source is kept, also after silence.
+    let mut latched = stream(0, 20000, Channel::Both);
+    latched.source = None;
+    let mut rec = Recording::new(Vec::new(), &[latched], &settings(), 1, None, t0).unwrap();
+    for k in 0..10u32 {
+        rec.on_packet(
+            20000,
+            &rtp(k as u16, k * 160, 5, 0, &[0xff; 160]),
+            elsewhere,
+            at(k),
+        );
+    }
+    for k in 200..210u32 {
+        rec.on_packet(20000, &rtp(k as u16, k * 160, 6, 0, &[0; 160]), SRC, at(k));
+    }
+    let (_, summary) = rec.finish(at(220)).unwrap();
+    assert_eq!(summary.streams[0].stats.received, 10);
+    assert_eq!(summary.streams[0].foreign, 10);
 }
