@@ -154,8 +154,11 @@ fn stream(s: &StreamReport) -> Stream {
     }
 }
 
-/// Participants with the channel their streams went to.
+/// Participants with the channel their streams went to. Where the metadata associates streams
+/// with participants, one it associates with none sends nothing (an SBC's own dummy participant,
+/// such as Avaya SBCE's) and has no channel; without associations, by position.
 pub fn participants(md: &Metadata, streams: &[StreamReport]) -> Vec<Participant> {
+    let associated = md.participants.iter().any(|p| !p.send.is_empty());
     md.participants
         .iter()
         .enumerate()
@@ -168,10 +171,11 @@ pub fn participants(md: &Metadata, streams: &[StreamReport]) -> Vec<Participant>
                     .map(|s| s.channel)
             });
             let lone = streams.len() == 1 && streams[0].channel == Channel::Both;
-            let channel = by_stream.or(match (lone, i) {
-                (true, _) => Some(Channel::Both),
-                (false, 0) => Some(Channel::Left),
-                (false, _) => Some(Channel::Right),
+            let channel = by_stream.or(match (associated, lone, i) {
+                (true, ..) => None,
+                (false, true, _) => Some(Channel::Both),
+                (false, false, 0) => Some(Channel::Left),
+                (false, false, _) => Some(Channel::Right),
             });
             Participant {
                 aor: p.aor.clone(),
@@ -252,5 +256,30 @@ mod tests {
         let mut unkept = record;
         unkept.mode = opname_model::policy::Mode::OnDemand;
         assert!(assemble(unkept, &all).is_none());
+    }
+
+    /// Avaya SBCE names itself as a participant beside the real ones and sends one mixed stream:
+    /// the participants the metadata associates with it are on both channels, the SBC's dummy on
+    /// none.
+    #[test]
+    fn a_participant_that_sends_no_stream_has_no_channel() {
+        let xml = br#"<recording xmlns="urn:ietf:params:xml:ns:recording:1">
+<participant participant_id="a"><nameID aor="sip:avaya@sbce.example"/></participant>
+<participant participant_id="b"><nameID aor="sip:1001@cm.example"/></participant>
+<stream stream_id="s1" session_id="x"><label>1</label></stream>
+<participantstreamassoc participant_id="b"><send>s1</send></participantstreamassoc>
+</recording>"#;
+        let md = crate::protocol::metadata::parse(xml).unwrap();
+        let stream = crate::media::mixer::StreamReport {
+            label: Some("1".into()),
+            codec: Some("PCMU"),
+            channel: Channel::Both,
+            stats: Default::default(),
+            foreign: 0,
+            unknown_payload: 0,
+        };
+        let p = participants(&md, &[stream]);
+        assert_eq!(p[0].channel, None, "the SBC's own dummy participant");
+        assert_eq!(p[1].channel, Some(Channel::Both));
     }
 }

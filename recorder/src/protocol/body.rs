@@ -105,6 +105,13 @@ fn parts<'a>(body: &'a [u8], boundary: &[u8]) -> Vec<(&'a [u8], &'a [u8])> {
         i = at + delim.len();
     }
     let dlen = delim.len();
+    // A body whose last part has no close-delimiter (seen from real SBCs): the end of the body
+    // ends that part, rather than losing it (and with it, often, the metadata).
+    if let Some(&last) = starts.last()
+        && !body[last + dlen..].starts_with(b"--")
+    {
+        starts.push(body.len());
+    }
     starts
         .windows(2)
         .filter_map(|w| {

@@ -1,7 +1,98 @@
 //! SIP transactions: request routing, responses (and their retransmission), ACKs and
 //! responses to the requests the core sends (RFC 3261 §17).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use super::*;
+
+/// Server transactions by key, bounded, with their timers in a heap: a flood of requests must
+/// neither grow the table without end nor make every message scan it.
+#[derive(Default)]
+pub(super) struct Transactions {
+    map: HashMap<String, (u64, ServerTxn)>,
+    /// `(next event, generation, key)`; an entry whose generation is no longer the key's is stale.
+    due: BinaryHeap<Reverse<(Instant, u64, String)>>,
+    generation: u64,
+}
+
+impl Transactions {
+    /// Transactions kept at once (each lives 32 s): past this, answers are still sent but not
+    /// kept for retransmissions, which then get processed (and answered) again.
+    pub const MAX: usize = 16_384;
+
+    fn next_event(t: &ServerTxn) -> Instant {
+        t.retransmit
+            .as_ref()
+            .map_or(t.expires, |r| r.next.min(t.expires))
+    }
+
+    pub fn insert(&mut self, key: String, txn: ServerTxn) {
+        if self.map.len() >= Self::MAX && !self.map.contains_key(&key) {
+            return;
+        }
+        self.generation += 1;
+        self.due.push(Reverse((
+            Self::next_event(&txn),
+            self.generation,
+            key.clone(),
+        )));
+        self.map.insert(key, (self.generation, txn));
+    }
+
+    pub fn get(&self, key: &str) -> Option<&ServerTxn> {
+        self.map.get(key).map(|(_, t)| t)
+    }
+
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Stops resending the final response (its ACK came).
+    pub fn acknowledged(&mut self, key: &str) {
+        if let Some((_, t)) = self.map.get_mut(key) {
+            t.retransmit = None;
+        }
+    }
+
+    pub fn next_due(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, ..))| *at)
+    }
+
+    /// Expires what is over and resends what is due, into `out`.
+    pub fn run(&mut self, now: Instant, out: &mut Vec<Action>) {
+        while let Some(Reverse((at, generation, key))) = self.due.peek().cloned()
+            && at <= now
+        {
+            self.due.pop();
+            let Some((live, t)) = self.map.get_mut(&key) else {
+                continue;
+            };
+            if *live != generation {
+                continue;
+            }
+            if t.expires <= now {
+                self.map.remove(&key);
+                continue;
+            }
+            if let Some(r) = &mut t.retransmit
+                && r.next <= now
+            {
+                out.push(Action::Send {
+                    peer: t.peer,
+                    data: r.data.clone(),
+                });
+                r.backoff(now);
+            }
+            let next = Self::next_event(t);
+            self.due.push(Reverse((next, generation, key)));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+}
 
 impl Srs {
     pub(super) fn txn_key(msg: &Message, method: &str) -> String {
@@ -142,9 +233,7 @@ impl Srs {
             d.pending_2xx = None;
             return;
         }
-        if let Some(t) = self.txns.get_mut(&Self::txn_key(msg, "INVITE")) {
-            t.retransmit = None;
-        }
+        self.txns.acknowledged(&Self::txn_key(msg, "INVITE"));
     }
 
     pub(super) fn on_response(&mut self, msg: &Message) {
