@@ -1,8 +1,12 @@
 //! Re-reads the configuration file: policy changes apply at once, server settings after a restart.
+//!
+//! The file and its `policiesDir` are parsed again only when one of them changed (modification
+//! time or size): a namespace of 20,000 users is megabytes of YAML, and parsing it every two
+//! seconds would take a core of its own. Parsing runs off the async workers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use opname_model::config::Config;
 use tokio::sync::mpsc;
@@ -16,9 +20,20 @@ pub(super) async fn config_watcher(
     tx: mpsc::Sender<CoreInput>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    // Empty: the first tick reads the file again, in case it changed since the start.
+    let mut seen = Vec::new();
     loop {
         tick.tick().await;
-        match Config::load(&path) {
+        let now = stamp(&path, current.policies_dir.as_deref());
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let file = path.clone();
+        let Ok(loaded) = tokio::task::spawn_blocking(move || Config::load(&file)).await else {
+            continue;
+        };
+        match loaded {
             Ok(next) if next != current => {
                 if next.policies != current.policies || next.namespace != current.namespace {
                     let (table, warnings) = PolicyTable::build(&next);
@@ -46,4 +61,24 @@ pub(super) async fn config_watcher(
             }
         }
     }
+}
+
+/// What says whether the configuration changed: each file's path, modification time and size
+/// (the file itself, then every entry of the policies directory, as the kubelet projects them).
+fn stamp(path: &Path, policies_dir: Option<&Path>) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let of = |p: PathBuf| {
+        let meta = std::fs::metadata(&p).ok();
+        let modified = meta.as_ref().and_then(|m| m.modified().ok());
+        (p, modified, meta.map_or(0, |m| m.len()))
+    };
+    let mut out = vec![of(path.to_path_buf())];
+    if let Some(dir) = policies_dir {
+        let dir = path.parent().unwrap_or(Path::new(".")).join(dir);
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        out.extend(entries.into_iter().map(of));
+    }
+    out
 }
