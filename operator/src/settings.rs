@@ -28,6 +28,26 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub export: ExportSettings,
     pub front_door: FrontDoorSettings,
+    pub sip: SipSettings,
+}
+
+/// Who may send the recorders SIP: the SBCs' addresses or CIDR ranges, written into every
+/// recorder's `sip.allow` and, where non-empty, into a NetworkPolicy of each namespace's fleet
+/// (SIP only from these ranges and the front door). Empty: anyone who reaches the port.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct SipSettings {
+    pub allow: Vec<opname_model::config::SourceRange>,
+    pub refuse: opname_model::config::Refuse,
+}
+
+impl Default for SipSettings {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            refuse: opname_model::config::Refuse::Reject,
+        }
+    }
 }
 
 /// The SIP front door for SBCs that take one address: Kamailio's dispatcher spreading initial
@@ -46,6 +66,10 @@ pub struct FrontDoorSettings {
     /// SBCs in the cluster).
     pub service_type: ServiceType,
     pub distribution: Distribution,
+    /// The pod network range the front door's pods take addresses from. With `sip.allow` set,
+    /// the front door checks that list itself and the recorders admit this range beside it (the
+    /// NetworkPolicy narrows it to the front door's pods where it is enforced).
+    pub pod_range: Option<opname_model::config::SourceRange>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -75,6 +99,7 @@ impl Default for FrontDoorSettings {
             replicas: 2,
             service_type: ServiceType::LoadBalancer,
             distribution: Distribution::RoundRobin,
+            pod_range: None,
         }
     }
 }
@@ -251,6 +276,9 @@ pub struct RtpSettings {
     pub mode: RtpMode,
     pub port_min: u16,
     pub port_max: u16,
+    /// The recorders' `rtp.latching`: RTP from the first source instead of the offer's address
+    /// (SBCs behind NAT).
+    pub latching: bool,
 }
 
 impl Default for RecorderSettings {
@@ -310,6 +338,7 @@ impl Default for RtpSettings {
             mode: RtpMode::PodNetwork,
             port_min: 16384,
             port_max: 32767,
+            latching: false,
         }
     }
 }
@@ -333,6 +362,13 @@ impl Settings {
         if s.rtp.port_min >= s.rtp.port_max {
             return Err(SettingsError::Invalid(
                 "rtp: portMin must be below portMax".into(),
+            ));
+        }
+        if s.front_door.enabled && !s.sip.allow.is_empty() && s.front_door.pod_range.is_none() {
+            return Err(SettingsError::Invalid(
+                "frontDoor.podRange (the pod network range) is needed with sip.allow: the \
+                 recorders must admit the front door's pods"
+                    .into(),
             ));
         }
         Ok(s)

@@ -29,10 +29,25 @@ pub fn recorder_config(
         sip: rc::SipConfig {
             listen: ([0, 0, 0, 0], SIP_PORT as u16).into(),
             advertise: None,
+            allow: settings
+                .sip
+                .allow
+                .iter()
+                .copied()
+                .chain(
+                    settings
+                        .front_door
+                        .pod_range
+                        .filter(|_| settings.front_door.enabled && !settings.sip.allow.is_empty()),
+                )
+                .collect(),
+            refuse: settings.sip.refuse,
+            ..Default::default()
         },
         rtp: rc::RtpConfig {
             port_min: settings.rtp.port_min,
             port_max: settings.rtp.port_max,
+            latching: settings.rtp.latching,
             ..Default::default()
         },
         audio: rc::AudioConfig {
@@ -407,5 +422,6 @@ pub(super) fn children(
         tcp_service,
         pdb,
         hpa,
+        network_policy: super::network::network_policy(namespace, settings),
     })
 }

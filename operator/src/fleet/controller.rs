@@ -14,6 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -379,6 +380,10 @@ async fn apply_children(ctx: &Context, ns: &str, c: &Children) -> Result<(), Err
     apply(ctx, ns, &c.tcp_service).await?;
     apply(ctx, ns, &c.deployment).await?;
     apply(ctx, ns, &c.pdb).await?;
+    match &c.network_policy {
+        Some(np) => apply(ctx, ns, np).await?,
+        None => delete::<NetworkPolicy>(ctx, ns, NAME).await?,
+    }
     match &c.hpa {
         Some(hpa) => apply(ctx, ns, hpa).await,
         None => delete::<HorizontalPodAutoscaler>(ctx, ns, NAME).await,
@@ -391,7 +396,8 @@ async fn apply_front_door(
     ns: &str,
     recorders: &[std::net::IpAddr],
 ) -> Result<(), Error> {
-    let door = fleet::front_door::children(ns, &ctx.settings.front_door, recorders);
+    let door =
+        fleet::front_door::children(ns, &ctx.settings.front_door, &ctx.settings.sip, recorders);
     apply(ctx, ns, &door.config_map).await?;
     apply(ctx, ns, &door.deployment).await?;
     apply(ctx, ns, &door.service).await
@@ -400,6 +406,7 @@ async fn apply_front_door(
 /// No active policy left (all suspended), or none at all (the orphan sweep): the fleet goes.
 async fn delete_children(ctx: &Context, ns: &str) -> Result<(), Error> {
     delete::<HorizontalPodAutoscaler>(ctx, ns, NAME).await?;
+    delete::<NetworkPolicy>(ctx, ns, NAME).await?;
     delete::<PodDisruptionBudget>(ctx, ns, NAME).await?;
     delete::<Deployment>(ctx, ns, NAME).await?;
     delete::<Service>(ctx, ns, TCP_SERVICE).await?;

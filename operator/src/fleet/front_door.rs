@@ -20,7 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{SIP_PORT, field_env};
-use crate::settings::{Distribution, FrontDoorSettings, ServiceType};
+use crate::settings::{Distribution, FrontDoorSettings, ServiceType, SipSettings};
+use opname_model::config::{Refuse, SourceRange};
 
 /// Name of the front door's ConfigMap, Deployment and Service.
 pub const FRONT_DOOR: &str = "opname-sip";
@@ -48,7 +49,7 @@ fn labels(namespace: &str) -> BTreeMap<String, String> {
     ])
 }
 
-fn selector(namespace: &str) -> BTreeMap<String, String> {
+pub(super) fn selector(namespace: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), FRONT_DOOR.into()),
         ("app.kubernetes.io/instance".into(), namespace.into()),
@@ -68,16 +69,42 @@ pub fn dispatcher_list(recorders: &[IpAddr]) -> String {
     out
 }
 
-/// Kamailio's configuration with the chosen distribution.
-pub fn kamailio_cfg(distribution: Distribution) -> String {
+/// Kamailio's configuration with the chosen distribution; SIP from outside `allow` (when it lists
+/// anything) gets what `refuse` says, as from the recorders themselves.
+pub fn kamailio_cfg(distribution: Distribution, allow: &[SourceRange], refuse: Refuse) -> String {
     let algorithm = match distribution {
         Distribution::RoundRobin => "4",
         Distribution::CallIdHash => "0",
     };
-    TEMPLATE.replace("{{ALGORITHM}}", algorithm)
+    let check = if allow.is_empty() {
+        String::new()
+    } else {
+        let tests: Vec<String> = allow
+            .iter()
+            .map(|r| format!("is_in_subnet(\"$si\", \"{}\")", r.0))
+            .collect();
+        let answer = match refuse {
+            Refuse::Reject => {
+                "\t\tif (!is_method(\"ACK\")) {\n\t\t\tsl_send_reply(\"403\", \"Forbidden\");\n\t\t}\n"
+            }
+            Refuse::Drop => "",
+        };
+        format!(
+            "\tif (!({})) {{\n{answer}\t\texit;\n\t}}",
+            tests.join(" || ")
+        )
+    };
+    TEMPLATE
+        .replace("{{ALGORITHM}}", algorithm)
+        .replace("{{SOURCE_CHECK}}", &check)
 }
 
-pub fn children(namespace: &str, settings: &FrontDoorSettings, recorders: &[IpAddr]) -> FrontDoor {
+pub fn children(
+    namespace: &str,
+    settings: &FrontDoorSettings,
+    sip: &SipSettings,
+    recorders: &[IpAddr],
+) -> FrontDoor {
     let meta = || ObjectMeta {
         name: Some(FRONT_DOOR.into()),
         namespace: Some(namespace.into()),
@@ -87,7 +114,10 @@ pub fn children(namespace: &str, settings: &FrontDoorSettings, recorders: &[IpAd
     let config_map = ConfigMap {
         metadata: meta(),
         data: Some(BTreeMap::from([
-            ("kamailio.cfg".into(), kamailio_cfg(settings.distribution)),
+            (
+                "kamailio.cfg".into(),
+                kamailio_cfg(settings.distribution, &sip.allow, sip.refuse),
+            ),
             ("dispatcher.list".into(), dispatcher_list(recorders)),
         ])),
         ..Default::default()
@@ -267,9 +297,25 @@ mod tests {
 
     #[test]
     fn distribution_picks_the_dispatcher_algorithm() {
-        assert!(kamailio_cfg(Distribution::RoundRobin).contains("#!define ALGORITHM \"4\""));
-        assert!(kamailio_cfg(Distribution::CallIdHash).contains("#!define ALGORITHM \"0\""));
-        assert!(!kamailio_cfg(Distribution::RoundRobin).contains("{{"));
+        let open = |d| kamailio_cfg(d, &[], Refuse::Reject);
+        assert!(open(Distribution::RoundRobin).contains("#!define ALGORITHM \"4\""));
+        assert!(open(Distribution::CallIdHash).contains("#!define ALGORITHM \"0\""));
+        assert!(!open(Distribution::RoundRobin).contains("{{"));
+        assert!(!open(Distribution::RoundRobin).contains("is_in_subnet("));
+        let allow = [
+            "10.20.0.0/16".parse().unwrap(),
+            "192.0.2.7".parse().unwrap(),
+        ];
+        let guarded = kamailio_cfg(Distribution::RoundRobin, &allow, Refuse::Reject);
+        assert!(
+            guarded.contains(
+                "if (!(is_in_subnet(\"$si\", \"10.20.0.0/16\") || is_in_subnet(\"$si\", \"192.0.2.7/32\"))) {"
+            ),
+            "{guarded}"
+        );
+        assert!(guarded.contains("sl_send_reply(\"403\", \"Forbidden\")"));
+        let silent = kamailio_cfg(Distribution::RoundRobin, &allow, Refuse::Drop);
+        assert!(silent.contains("is_in_subnet(") && !silent.contains("\"Forbidden\""));
     }
 
     #[test]
@@ -279,7 +325,7 @@ mod tests {
             service_type: ServiceType::NodePort,
             ..Default::default()
         };
-        let fd = children("acme", &s, &[]);
+        let fd = children("acme", &s, &SipSettings::default(), &[]);
         let pod_labels = fd
             .deployment
             .spec

@@ -7,6 +7,7 @@
 pub mod applied;
 pub mod controller;
 pub mod front_door;
+pub mod network;
 pub mod planned;
 pub mod serving;
 pub mod shards;
@@ -81,6 +82,8 @@ pub struct Children {
     pub tcp_service: Service,
     pub pdb: PodDisruptionBudget,
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// SIP only from `sip.allow`, when it lists anything.
+    pub network_policy: Option<k8s_openapi::api::networking::v1::NetworkPolicy>,
 }
 
 /// An Event to publish on a policy.
