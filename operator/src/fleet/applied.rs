@@ -26,6 +26,9 @@ pub fn fingerprint<T: serde::Serialize>(obj: &T) -> u64 {
     h.finish()
 }
 
+/// The fingerprint that stands for "not there".
+const ABSENT: u64 = 0;
+
 fn key(kind: &str, namespace: &str, name: &str) -> Key {
     (kind.to_string(), namespace.to_string(), name.to_string())
 }
@@ -63,7 +66,17 @@ impl Applied {
         false
     }
 
-    /// The child was deleted.
+    /// The child is known to be absent (deleted, or was never there): deleting it again is a
+    /// write for nothing. A watch event of it (someone created it) forgets this.
+    pub fn record_absent(&self, kind: &str, namespace: &str, name: &str) {
+        self.record(kind, namespace, name, ABSENT, "");
+    }
+
+    pub fn absent(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        self.unchanged(kind, namespace, name, ABSENT)
+    }
+
+    /// The object is gone or its entry no longer holds.
     pub fn forget(&self, kind: &str, namespace: &str, name: &str) {
         if let Ok(mut m) = self.entries.lock() {
             m.remove(&key(kind, namespace, name));
@@ -110,5 +123,11 @@ mod tests {
         applied.record("ConfigMap", "acme", "s0", a, "19");
         applied.forget("ConfigMap", "acme", "s0");
         assert!(!applied.unchanged("ConfigMap", "acme", "s0", a));
+        // Deleted once, not again, until someone makes it.
+        assert!(!applied.absent("HorizontalPodAutoscaler", "acme", "r"));
+        applied.record_absent("HorizontalPodAutoscaler", "acme", "r");
+        assert!(applied.absent("HorizontalPodAutoscaler", "acme", "r"));
+        assert!(!applied.observed("HorizontalPodAutoscaler", "acme", "r", Some("30")));
+        assert!(!applied.absent("HorizontalPodAutoscaler", "acme", "r"));
     }
 }

@@ -136,7 +136,8 @@ pub async fn run(
         applied: fleet::applied::Applied::default(),
     });
     tokio::spawn(sweep_orphans(ctx.clone()));
-    let (c1, c2, c3, c4, c5) = (
+    let (c1, c2, c3, c4, c5, c6) = (
+        ctx.clone(),
         ctx.clone(),
         ctx.clone(),
         ctx.clone(),
@@ -165,6 +166,12 @@ pub async fn run(
             children_selector(),
             move |o: Service| child_changed(&c4, &o),
         )
+        // A deleted NetworkPolicy would open SIP to anyone.
+        .watches(
+            Api::<NetworkPolicy>::all(client.clone()),
+            children_selector(),
+            move |o: NetworkPolicy| child_changed(&c6, &o),
+        )
         // A deleted policy leaves the namespace's plan (and others' claims) to be made again.
         .watches(
             Api::<RecordingPolicy>::all(client.clone()),
@@ -172,6 +179,9 @@ pub async fn run(
             move |p: RecordingPolicy| {
                 let gone = c5.store.get(&ObjectRef::from_obj(&p)).is_none();
                 if gone {
+                    if let Some(ns) = p.namespace() {
+                        c5.applied.forget(STATUS, &ns, &p.name_any());
+                    }
                     namespace_of(&c5, p.namespace(), Some(p.name_any()))
                 } else {
                     None
@@ -242,7 +252,7 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
         }
         None => delete_children(&ctx, &ns).await?,
     }
-    write_statuses(&ctx.client, &ns, &policies, &plan.statuses).await?;
+    write_statuses(&ctx, &ns, &policies, &plan.statuses).await?;
     for e in &plan.events {
         let Some(p) = policies.iter().find(|p| p.name_any() == e.policy) else {
             continue;
@@ -269,21 +279,28 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
     Ok(Action::requeue(Duration::from_secs(300)))
 }
 
-/// The statuses that differ from what the policies carry, [`STATUS_WRITES`] at a time.
+/// Kind under which [`fleet::applied`] remembers the statuses written.
+const STATUS: &str = "RecordingPolicy/status";
+
+/// The statuses that differ from what the policies carry, [`STATUS_WRITES`] at a time. A status
+/// just written is not written again while the cache has not caught up with it.
 async fn write_statuses(
-    client: &Client,
+    ctx: &Context,
     ns: &str,
     policies: &[RecordingPolicy],
     statuses: &std::collections::BTreeMap<String, crate::crd::RecordingPolicyStatus>,
 ) -> Result<(), Error> {
-    let api = Api::<RecordingPolicy>::namespaced(client.clone(), ns);
+    let api = Api::<RecordingPolicy>::namespaced(ctx.client.clone(), ns);
     let mut writes = Vec::new();
     for p in policies {
         let name = p.name_any();
         let Some(status) = statuses.get(&name) else {
             continue;
         };
-        if p.status.as_ref() == Some(status) {
+        let fingerprint = fleet::applied::fingerprint(status);
+        if p.status.as_ref() == Some(status)
+            || ctx.applied.unchanged(STATUS, ns, &name, fingerprint)
+        {
             continue;
         }
         let patch = serde_json::json!({
@@ -293,17 +310,21 @@ async fn write_statuses(
         });
         let api = api.clone();
         writes.push(async move {
-            api.patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
+            let written = api
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await?;
+            Ok::<_, kube::Error>((name, fingerprint, written.resource_version()))
         });
     }
     let mut results = futures::stream::iter(writes).buffer_unordered(STATUS_WRITES);
     while let Some(result) = results.next().await {
-        result?;
+        let (name, fingerprint, version) = result?;
+        ctx.applied
+            .record(STATUS, ns, &name, fingerprint, &version.unwrap_or_default());
     }
     Ok(())
 }
@@ -343,15 +364,23 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    ctx.applied.forget(&K::kind(&()), ns, name);
+    let kind = K::kind(&());
+    if ctx.applied.absent(&kind, ns, name) {
+        return Ok(());
+    }
     match Api::<K>::namespaced(ctx.client.clone(), ns)
         .delete(name, &DeleteParams::background())
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => {
+            ctx.applied.forget(&kind, ns, name);
+            return Err(e.into());
+        }
     }
+    ctx.applied.record_absent(&kind, ns, name);
+    Ok(())
 }
 
 async fn apply_children(ctx: &Context, ns: &str, c: &Children) -> Result<(), Error> {
