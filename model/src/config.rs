@@ -73,6 +73,32 @@ pub struct SipConfig {
     pub max_connections_per_source: usize,
     /// A TCP connection that carries nothing (not even a CRLF keep-alive) this long is closed.
     pub idle_seconds: u64,
+    /// SIP over TLS (`sips:`, RFC 3261 §26); off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// SIP over TLS 1.2 or 1.3. The files are read again when they change (a Secret rotated by
+/// cert-manager), without a restart; connections already open keep their session.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default = "TlsConfig::default_listen")]
+    pub listen: SocketAddr,
+    /// PEM: the recorder's certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM: its private key.
+    pub key_file: PathBuf,
+    /// PEM CA bundle: with it, an SBC must present a certificate it signed (mutual TLS), and
+    /// one without is refused during the handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    fn default_listen() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 5061))
+    }
 }
 
 impl Default for SipConfig {
@@ -85,6 +111,7 @@ impl Default for SipConfig {
             max_connections: 1024,
             max_connections_per_source: 64,
             idle_seconds: 300,
+            tls: None,
         }
     }
 }
@@ -478,6 +505,9 @@ mod tests {
         assert_eq!(c.namespace, "acme");
         assert_eq!(c.spool.segment_seconds, 10);
         assert_eq!(c.spool.stale_seconds(), 30);
+        assert_eq!(c.sip.allow.len(), 2);
+        assert_eq!(c.sip.tls.as_ref().map(|t| t.listen.port()), Some(5061));
+        assert!(!c.rtp.latching);
         assert_eq!(c.policies[0].retention_days, 90);
     }
 

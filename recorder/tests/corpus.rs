@@ -48,6 +48,7 @@ fn core_with(max_calls: usize, sources: opname_model::config::SipConfig) -> Srs 
             max_calls,
             retry_after: 7,
             latching: false,
+            tls_host: None,
             sources,
         },
         Arc::new(table),

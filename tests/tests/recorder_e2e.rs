@@ -598,3 +598,208 @@ fn strangers_are_refused_and_tcp_connections_are_bounded() {
         Some(200)
     );
 }
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA `name` and a certificate it signs for `cn` with `usage` (serverAuth, clientAuth).
+fn certificate(dir: &Path, ca: &str, name: &str, cn: &str, usage: &str) {
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        format!("subjectAltName=DNS:{cn}\nextendedKeyUsage={usage}\n"),
+    )
+    .unwrap();
+    let curve = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    if !dir.join(format!("{ca}.pem")).exists() {
+        let (key, pem, subject) = (
+            format!("{ca}.key"),
+            format!("{ca}.pem"),
+            format!("/CN={ca}"),
+        );
+        let mut args = vec!["req", "-x509"];
+        args.extend(curve);
+        args.extend([
+            "-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject,
+        ]);
+        openssl(dir, &args);
+    }
+    let (key, csr, pem, subject) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.pem"),
+        format!("/CN={cn}"),
+    );
+    let mut args = vec!["req"];
+    args.extend(curve);
+    args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+    openssl(dir, &args);
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_pem,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ],
+    );
+}
+
+/// The TLS client on another stack (Python's ssl, i.e. OpenSSL): its JSON report.
+fn tls_sbc(port: u16, args: &[&str]) -> serde_json::Value {
+    let script = opname_tests::workspace().join("tests/tls/sbc.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+/// SIP over TLS against a client on another stack: a call forked over mutual TLS is recorded
+/// like the SIPp ones (each channel its stream's speech) and its Contact says `transport=tls`; a
+/// client without a certificate the CA signed is refused in the handshake; a rotated server
+/// certificate is served without a restart.
+#[test]
+fn sip_over_mutual_tls_from_another_stack_records_and_rotates() {
+    opname_tests::require("openssl", "apt-get install openssl");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let sources = make_audio(dir);
+    certificate(dir, "ca", "server", "recorder.opname.test", "serverAuth");
+    certificate(dir, "ca", "sbc", "sbc.opname.test", "clientAuth");
+    certificate(dir, "rogue-ca", "rogue", "sbc.opname.test", "clientAuth");
+    let tls_port = opname_tests::free_port();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let store = dir.join("store");
+    let rec = Recorder::start(RecorderSpec {
+        dir: &dir.join("rec"),
+        store_url: format!("file://{}", store.display()),
+        policies: POLICY,
+        env: vec![],
+        extra: &format!(
+            "sip:\n  tls:\n    listen: 127.0.0.1:{tls_port}\n    certFile: {}\n    keyFile: {}\n    clientCaFile: {}\n",
+            p("server.pem"),
+            p("server.key"),
+            p("ca.pem")
+        ),
+    });
+    let (ca, cert, key) = (p("ca.pem"), p("sbc.pem"), p("sbc.key"));
+    // Without a client certificate, or with one of another CA: refused.
+    let bare = tls_sbc(tls_port, &["--ca", &ca, "--options"]);
+    assert!(bare.get("refused").is_some(), "{bare}");
+    let (rogue, rogue_key) = (p("rogue.pem"), p("rogue.key"));
+    let other = tls_sbc(
+        tls_port,
+        &[
+            "--ca",
+            &ca,
+            "--cert",
+            &rogue,
+            "--key",
+            &rogue_key,
+            "--options",
+        ],
+    );
+    assert!(other.get("refused").is_some(), "{other}");
+    let ok = tls_sbc(
+        tls_port,
+        &["--ca", &ca, "--cert", &cert, "--key", &key, "--options"],
+    );
+    assert_eq!(ok["options"], 200, "{ok}");
+
+    // A call over mutual TLS, media as plain RTP.
+    let (left, right) = (p("caller.ulaw"), p("callee.ulaw"));
+    let call = tls_sbc(
+        tls_port,
+        &[
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--left",
+            &left,
+            "--right",
+            &right,
+            "--seconds",
+            "6.5",
+            "--caller",
+            CALLER,
+            "--callee",
+            CALLEE,
+        ],
+    );
+    assert_eq!(call["invite"], 200, "{call}");
+    assert_eq!(call["bye"], 200, "{call}");
+    assert!(
+        call["contact"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{tls_port};transport=tls")),
+        "{call}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || files_with(&store, ".json").len()
+            == 1),
+        "recording stored; log:\n{}",
+        rec.log()
+    );
+    let json = &files_with(&store, ".json")[0];
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    let audio = std::fs::read(json.with_extension("opus")).unwrap();
+    check_recording(&record, &audio, &sources, "TLS");
+
+    // The server certificate rotated in place (another CA): new connections get it.
+    certificate(dir, "ca2", "server2", "recorder.opname.test", "serverAuth");
+    std::fs::copy(dir.join("server2.pem"), dir.join("server.pem")).unwrap();
+    std::fs::copy(dir.join("server2.key"), dir.join("server.key")).unwrap();
+    let ca2 = p("ca2.pem");
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            tls_sbc(
+                tls_port,
+                &["--ca", &ca2, "--cert", &cert, "--key", &key, "--options"],
+            )["options"]
+                == 200
+        }),
+        "the rotated certificate is served; log:\n{}",
+        rec.log()
+    );
+}

@@ -60,7 +60,8 @@ pub(super) async fn core_loop(
                             tracing::warn!(to = %peer.addr, error = %e, suppressed, "SIP UDP send failed");
                         }
                     }
-                    Transport::Tcp => match tcp.get(&peer.conn) {
+                    // Over the connection the SBC opened (RFC 5923's reuse, TLS included).
+                    Transport::Tcp | Transport::Tls => match tcp.get(&peer.conn) {
                         // Never wait on one peer: the core serves every call. A peer whose
                         // queue is full does not read its answers; it loses the connection.
                         Some((tx, close)) => {

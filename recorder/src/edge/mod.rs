@@ -32,6 +32,7 @@ pub mod process;
 mod segments;
 mod sip;
 mod spool;
+pub mod tls;
 mod upload;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error("spool directory {0}: {1}")]
     Spool(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// What the core task is told by the sockets, the media tasks and the supervisors.
@@ -108,6 +111,15 @@ pub async fn run(
     let tcp = TcpListener::bind(config.sip.listen)
         .await
         .map_err(|e| ServerError::Bind(config.sip.listen, e))?;
+    let tls = match &config.sip.tls {
+        Some(t) => {
+            let listener = TcpListener::bind(t.listen)
+                .await
+                .map_err(|e| ServerError::Bind(t.listen, e))?;
+            Some((listener, tls::Tls::load(t)?, t.listen))
+        }
+        None => None,
+    };
     let http = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|e| ServerError::Bind(config.http.listen, e))?;
@@ -131,6 +143,13 @@ pub async fn run(
         };
         SocketAddr::new(ip, config.sip.listen.port()).to_string()
     });
+    // Contact of dialogs that came over TLS: the same host, the TLS port.
+    let tls_host = tls.as_ref().map(|(_, _, listen)| {
+        let host = sip_host
+            .rsplit_once(':')
+            .map_or(sip_host.as_str(), |(h, _)| h);
+        format!("{host}:{};transport=tls", listen.port())
+    });
     let rtp_ports = ports::BoundPorts::new(config.rtp.bind);
     let core = Srs::new(
         CoreConfig {
@@ -141,6 +160,7 @@ pub async fn run(
             max_calls: config.limits.max_calls,
             retry_after: config.limits.retry_after_seconds,
             latching: config.rtp.latching,
+            tls_host,
             sources: config.sip.clone(),
         },
         Arc::new(table),
@@ -194,11 +214,25 @@ pub async fn run(
         }
     });
     tokio::spawn(sip::udp_receiver(udp.clone(), core_tx.clone()));
-    tokio::spawn(sip::tcp_acceptor(
+    let table = sip::connection_table();
+    tokio::spawn(sip::stream_acceptor(
         tcp,
         core_tx.clone(),
         shared.config.sip.clone(),
+        None,
+        table.clone(),
     ));
+    if let Some((listener, tls, listen)) = tls {
+        tracing::info!(sips = %listen, "SIP over TLS listening");
+        tokio::spawn(tls.clone().watch());
+        tokio::spawn(sip::stream_acceptor(
+            listener,
+            core_tx.clone(),
+            shared.config.sip.clone(),
+            Some(tls),
+            table,
+        ));
+    }
     if let Some(path) = config_path {
         tokio::spawn(config_watch::config_watcher(
             path,

@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::CoreInput;
+use super::tls::Tls;
 use crate::log_limit::LogLimit;
 use crate::protocol::sip::{Framing, MAX_MESSAGE, frame_stream};
 use crate::siprec::{Peer, Transport};
@@ -44,7 +45,7 @@ pub(super) async fn udp_receiver(sock: Arc<UdpSocket>, tx: mpsc::Sender<CoreInpu
 
 /// Open TCP connections, in all and per source address.
 #[derive(Default)]
-struct Connections {
+pub(super) struct Connections {
     total: usize,
     by_source: HashMap<IpAddr, usize>,
 }
@@ -87,14 +88,28 @@ fn admit(table: &Arc<Mutex<Connections>>, source: IpAddr, cfg: &SipConfig) -> Op
 /// How long one write to a TCP peer may take before the connection is given up.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(super) async fn tcp_acceptor(
+/// How long a TLS handshake may take: a peer that opens connections and never finishes one
+/// must not hold its places.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connection ids, shared by the TCP and TLS listeners (the core tells connections apart by them).
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// The places of the TCP and TLS listeners together (`sip.maxConnections` counts both).
+pub(super) fn connection_table() -> Arc<Mutex<Connections>> {
+    Arc::default()
+}
+
+/// Accepts SIP over TCP, or over TLS when `tls` is given, within the connection limits.
+pub(super) async fn stream_acceptor(
     listener: TcpListener,
     tx: mpsc::Sender<CoreInput>,
     cfg: SipConfig,
+    tls: Option<Arc<Tls>>,
+    table: Arc<Mutex<Connections>>,
 ) {
     static TOO_MANY: LogLimit = LogLimit::new();
-    let mut next_conn = 1u64;
-    let table = Arc::new(Mutex::new(Connections::default()));
+    static HANDSHAKE: LogLimit = LogLimit::new();
     loop {
         let Ok((stream, addr)) = listener.accept().await else {
             continue;
@@ -109,22 +124,60 @@ pub(super) async fn tcp_acceptor(
             }
             continue;
         };
-        let conn = next_conn;
-        next_conn += 1;
+        let conn = NEXT_CONN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let idle = Duration::from_secs(cfg.idle_seconds.max(1));
-        tokio::spawn(tcp_connection(stream, addr, conn, tx.clone(), idle, slot));
+        let tx = tx.clone();
+        match &tls {
+            None => {
+                tokio::spawn(connection(
+                    stream,
+                    addr,
+                    conn,
+                    Transport::Tcp,
+                    tx,
+                    idle,
+                    slot,
+                ));
+            }
+            Some(tls) => {
+                let Some(config) = tls.current() else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                        Ok(Ok(stream)) => {
+                            connection(stream, addr, conn, Transport::Tls, tx, idle, slot).await;
+                        }
+                        Ok(Err(e)) => {
+                            if let Some(suppressed) = HANDSHAKE.check(std::time::Instant::now()) {
+                                tracing::warn!(peer = %addr, error = %e, suppressed, "SIP over TLS: handshake refused");
+                            }
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %addr, "SIP over TLS: handshake timed out")
+                        }
+                    }
+                });
+            }
+        }
     }
 }
 
-async fn tcp_connection(
-    stream: tokio::net::TcpStream,
+/// One SIP connection (TCP, or TLS after the handshake): framed messages to the core, its
+/// answers back, closed when idle, when the peer stops reading, or when the core says so.
+async fn connection<S>(
+    stream: S,
     addr: SocketAddr,
     conn: u64,
+    transport: Transport,
     tx: mpsc::Sender<CoreInput>,
     idle: Duration,
     _slot: Slot,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
     let close = Arc::new(tokio::sync::Notify::new());
     if tx
@@ -143,7 +196,11 @@ async fn tcp_connection(
         while let Some(data) = out_rx.recv().await {
             // A peer that stops reading must not hold the writer (and its queue) forever.
             if !matches!(
-                tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&data)).await,
+                tokio::time::timeout(WRITE_TIMEOUT, async {
+                    wr.write_all(&data).await?;
+                    wr.flush().await
+                })
+                .await,
                 Ok(Ok(()))
             ) {
                 closer.notify_one();
@@ -152,7 +209,7 @@ async fn tcp_connection(
         }
     });
     let peer = Peer {
-        transport: Transport::Tcp,
+        transport,
         addr,
         conn,
     };

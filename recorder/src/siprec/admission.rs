@@ -288,7 +288,12 @@ impl Srs {
         sdp: &str,
         now: Instant,
     ) -> Vec<u8> {
-        let contact = format!("<sip:opname@{}>;+sip.srs", self.cfg.sip_host);
+        // In-dialog requests come back the way the INVITE came: over TLS to the TLS port.
+        let host = match (peer.transport, &self.cfg.tls_host) {
+            (Transport::Tls, Some(tls)) => tls.as_str(),
+            _ => self.cfg.sip_host.as_str(),
+        };
+        let contact = format!("<sip:opname@{host}>;+sip.srs");
         let session_expires = msg
             .header("Session-Expires")
             .map(|v| format!("{};refresher=uac", v.split(';').next().unwrap_or(v).trim()));

@@ -34,6 +34,7 @@ const TIMEOUT_64T1: Duration = Duration::from_secs(32);
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Transport {
@@ -41,6 +42,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 }
@@ -141,6 +143,8 @@ pub struct CoreConfig {
     pub retry_after: u32,
     /// RTP from the first source instead of the offer's address (`rtp.latching`).
     pub latching: bool,
+    /// `host:port;transport=tls` for the Contact of dialogs that came over TLS, if it listens.
+    pub tls_host: Option<String>,
     /// Who may send SIP (`allow`, `refuse` of the configuration; the rest is the edge's).
     pub sources: opname_model::config::SipConfig,
 }
