@@ -39,6 +39,9 @@ pub struct Settings {
 pub struct SipSettings {
     pub allow: Vec<opname_model::config::SourceRange>,
     pub refuse: opname_model::config::Refuse,
+    /// SIP over TLS on port 5061 besides plain SIP, with the certificate of a Secret of each
+    /// organisation's namespace.
+    pub tls: Option<SipTlsSettings>,
 }
 
 impl Default for SipSettings {
@@ -46,8 +49,20 @@ impl Default for SipSettings {
         Self {
             allow: Vec::new(),
             refuse: opname_model::config::Refuse::Reject,
+            tls: None,
         }
     }
+}
+
+/// The recorders' TLS: a `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`; cert-manager makes
+/// one) in each organisation's namespace, mounted so that a renewal applies without a restart.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SipTlsSettings {
+    pub secret_name: String,
+    /// SBCs must present a certificate signed by the Secret's `ca.crt` (mutual TLS).
+    #[serde(default)]
+    pub verify_clients: bool,
 }
 
 /// The SIP front door for SBCs that take one address: Kamailio's dispatcher spreading initial

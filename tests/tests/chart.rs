@@ -106,10 +106,11 @@ fn other_modes_render_too() {
     let (lint, docs) = render(json!({
         "store": {"url": "file:///var/lib/opname", "credentialsSecret": null, "env": {}},
         "capacity": {"hpa": {"targetCpuUtilization": 60}, "minReplicas": 1},
-        "rtp": {"mode": "HostNetwork"},
         "recorder": {"resources": {"cpuLimit": "2"}},
         "export": {"minRetentionDays": 0, "smtp": {"host": "smtp.example.com", "from": "rec@example.com"}},
-        "recordings": {"ingress": {"enabled": true, "host": "rec.example.com", "tlsSecret": "rec-tls", "className": "nginx"}}
+        "recordings": {"ingress": {"enabled": true, "host": "rec.example.com", "tlsSecret": "rec-tls", "className": "nginx"}},
+        "sip": {"allow": ["10.20.0.0/16", "192.0.2.7"], "refuse": "drop", "tls": {"secretName": "recorder-tls", "verifyClients": true}},
+        "rtp": {"mode": "HostNetwork", "latching": true}
     }));
     assert!(lint["errors"].as_array().unwrap().is_empty(), "{lint}");
     let s = settings_of(&docs);
@@ -119,6 +120,14 @@ fn other_modes_render_too() {
     assert_eq!(s.recorder.resources.cpu_limit.as_deref(), Some("2"));
     assert_eq!(s.capacity.min_replicas, 1);
     assert_eq!(s.export.min_retention_days, 0);
+    assert_eq!(s.sip.allow.len(), 2);
+    assert_eq!(s.sip.refuse, opname_model::config::Refuse::Drop);
+    let tls = s.sip.tls.unwrap();
+    assert_eq!(
+        (tls.secret_name.as_str(), tls.verify_clients),
+        ("recorder-tls", true)
+    );
+    assert!(s.rtp.latching);
     let ingress = find(&docs, "Ingress")[0];
     assert_eq!(ingress["spec"]["rules"][0]["host"], "rec.example.com");
     assert_eq!(ingress["spec"]["tls"][0]["secretName"], "rec-tls");

@@ -42,6 +42,12 @@ pub fn recorder_config(
                 )
                 .collect(),
             refuse: settings.sip.refuse,
+            tls: settings.sip.tls.as_ref().map(|t| rc::TlsConfig {
+                listen: ([0, 0, 0, 0], SIPS_PORT as u16).into(),
+                cert_file: format!("{TLS_DIR}/tls.crt").into(),
+                key_file: format!("{TLS_DIR}/tls.key").into(),
+                client_ca_file: t.verify_clients.then(|| format!("{TLS_DIR}/ca.crt").into()),
+            }),
             ..Default::default()
         },
         rtp: rc::RtpConfig {
@@ -167,6 +173,7 @@ pub(super) fn children(
         ..Default::default()
     };
     let host_network = settings.rtp.mode == RtpMode::HostNetwork;
+    let tls = settings.sip.tls.is_some();
     let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env(
@@ -222,11 +229,16 @@ pub(super) fn children(
                 ..Default::default()
             }]
         }),
-        ports: Some(vec![
-            port("sip-udp", SIP_PORT, "UDP"),
-            port("sip-tcp", SIP_PORT, "TCP"),
-            port("http", HTTP_PORT, "TCP"),
-        ]),
+        ports: Some(
+            [
+                port("sip-udp", SIP_PORT, "UDP"),
+                port("sip-tcp", SIP_PORT, "TCP"),
+                port("http", HTTP_PORT, "TCP"),
+            ]
+            .into_iter()
+            .chain(tls.then(|| port("sips", SIPS_PORT, "TCP")))
+            .collect(),
+        ),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: Some(ResourceRequirements {
@@ -248,19 +260,29 @@ pub(super) fn children(
             ..Default::default()
         }),
         security_context: Some(crate::kube::hardened_container()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
+        volume_mounts: Some(
+            [
+                VolumeMount {
+                    name: "config".into(),
+                    mount_path: CONFIG_DIR.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "spool".into(),
+                    mount_path: SPOOL_DIR.into(),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(tls.then(|| VolumeMount {
+                name: "tls".into(),
+                mount_path: TLS_DIR.into(),
                 read_only: Some(true),
                 ..Default::default()
-            },
-            VolumeMount {
-                name: "spool".into(),
-                mount_path: SPOOL_DIR.into(),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         ..Default::default()
     };
     let pod = PodSpec {
@@ -287,36 +309,48 @@ pub(super) fn children(
             &config.limits,
         )),
         security_context: Some(crate::kube::hardened_pod()),
-        volumes: Some(vec![
-            Volume {
-                name: "config".into(),
-                // The base configuration and every shard that exists, one file each.
-                projected: Some(ProjectedVolumeSource {
-                    sources: Some(
-                        std::iter::once(projection(NAME, CONFIG_KEY, CONFIG_KEY.into(), false))
-                            .chain((0..shards::MAX_SHARDS).map(|k| {
-                                projection(
-                                    &shards::shard_name(k),
-                                    shards::SHARD_KEY,
-                                    format!("{POLICIES_DIR}/{k:02}.yaml"),
-                                    true,
-                                )
-                            }))
-                            .collect(),
-                    ),
+        volumes: Some(
+            [
+                Volume {
+                    name: "config".into(),
+                    // The base configuration and every shard that exists, one file each.
+                    projected: Some(ProjectedVolumeSource {
+                        sources: Some(
+                            std::iter::once(projection(NAME, CONFIG_KEY, CONFIG_KEY.into(), false))
+                                .chain((0..shards::MAX_SHARDS).map(|k| {
+                                    projection(
+                                        &shards::shard_name(k),
+                                        shards::SHARD_KEY,
+                                        format!("{POLICIES_DIR}/{k:02}.yaml"),
+                                        true,
+                                    )
+                                }))
+                                .collect(),
+                        ),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "spool".into(),
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        size_limit: Some(Quantity(settings.recorder.spool_size.clone())),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(settings.sip.tls.as_ref().map(|t| Volume {
+                name: "tls".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(t.secret_name.clone()),
                     ..Default::default()
                 }),
                 ..Default::default()
-            },
-            Volume {
-                name: "spool".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    size_limit: Some(Quantity(settings.recorder.spool_size.clone())),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         ..Default::default()
     };
     let hpa_enabled = settings.capacity.hpa.is_some();
@@ -359,13 +393,19 @@ pub(super) fn children(
         },
         spec: Some(ServiceSpec {
             selector: Some(selector(namespace)),
-            ports: Some(vec![ServicePort {
-                name: Some("sip".into()),
-                port: SIP_PORT,
-                protocol: Some(protocol.into()),
-                target_port: Some(IntOrString::Int(SIP_PORT)),
-                ..Default::default()
-            }]),
+            ports: Some(
+                std::iter::once(("sip", SIP_PORT))
+                    // `_sips._tcp.opname-recorder-tcp.<ns>.svc`.
+                    .chain((tls && protocol == "TCP").then_some(("sips", SIPS_PORT)))
+                    .map(|(name, port)| ServicePort {
+                        name: Some(name.into()),
+                        port,
+                        protocol: Some(protocol.into()),
+                        target_port: Some(IntOrString::Int(port)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             cluster_ip: Some("None".into()),
             ..Default::default()
         }),

@@ -25,8 +25,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapProjection, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
     ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SecretEnvSource, Service, ServicePort,
-    ServiceSpec, SleepAction, Volume, VolumeMount, VolumeProjection,
+    ProjectedVolumeSource, ResourceRequirements, SecretEnvSource, SecretVolumeSource, Service,
+    ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -59,6 +59,10 @@ pub const SHARD_LABEL: &str = "opname.dev/policy-shard";
 const SPOOL_DIR: &str = "/var/spool/opname";
 const HTTP_PORT: i32 = 8080;
 const SIP_PORT: i32 = 5060;
+/// SIP over TLS, with `sip.tls`.
+const SIPS_PORT: i32 = 5061;
+/// Where the TLS Secret is mounted (not inside the read-only configuration volume).
+const TLS_DIR: &str = "/etc/opname-tls";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {

@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{HTTP_PORT, SIP_PORT, front_door, meta, selector};
+use super::{HTTP_PORT, SIP_PORT, SIPS_PORT, front_door, meta, selector};
 use crate::settings::Settings;
 
 fn port(protocol: &str, port: i32, end: Option<i32>) -> NetworkPolicyPort {
@@ -63,10 +63,18 @@ pub fn network_policy(namespace: &str, settings: &Settings) -> Option<NetworkPol
             ingress: Some(vec![
                 NetworkPolicyIngressRule {
                     from: Some(from),
-                    ports: Some(vec![
-                        port("UDP", SIP_PORT, None),
-                        port("TCP", SIP_PORT, None),
-                    ]),
+                    ports: Some(
+                        [port("UDP", SIP_PORT, None), port("TCP", SIP_PORT, None)]
+                            .into_iter()
+                            .chain(
+                                settings
+                                    .sip
+                                    .tls
+                                    .is_some()
+                                    .then(|| port("TCP", SIPS_PORT, None)),
+                            )
+                            .collect(),
+                    ),
                 },
                 NetworkPolicyIngressRule {
                     from: None,

@@ -603,3 +603,78 @@ fn a_new_policy_leaves_the_others_statuses_as_they_are() {
         .collect();
     assert_eq!(rewritten, ["newcomer"]);
 }
+
+/// `sip.tls`: the Secret mounted, port 5061 on the pod, the TCP Service (`_sips._tcp`) and the
+/// NetworkPolicy, and the recorder configuration naming the mounted files.
+#[test]
+fn sip_over_tls_is_wired_through() {
+    let mut s = settings();
+    s.sip.tls = Some(crate::settings::SipTlsSettings {
+        secret_name: "recorder-tls".into(),
+        verify_clients: true,
+    });
+    s.sip.allow = vec!["10.0.0.0/8".parse().unwrap()];
+    let planned = plan("acme", &[policy("alice", 1, &["1001"])], &s, None, &at(0)).unwrap();
+    let c = planned.children.as_ref().unwrap();
+    let config = config_of(&planned);
+    let tls = config.sip.tls.as_ref().unwrap();
+    assert_eq!(tls.listen.port(), 5061);
+    assert_eq!(
+        tls.cert_file,
+        std::path::Path::new("/etc/opname-tls/tls.crt")
+    );
+    assert_eq!(
+        tls.client_ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/opname-tls/ca.crt"))
+    );
+    let d = serde_json::to_value(&c.deployment).unwrap();
+    let pod = &d["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "recorder-tls")
+    );
+    let container = &pod["containers"][0];
+    assert!(
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["containerPort"] == 5061)
+    );
+    assert!(
+        container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/opname-tls")
+    );
+    let tcp = serde_json::to_value(&c.tcp_service).unwrap();
+    assert_eq!(tcp["spec"]["ports"][1]["name"], "sips");
+    let udp = serde_json::to_value(&c.service).unwrap();
+    assert_eq!(
+        udp["spec"]["ports"].as_array().unwrap().len(),
+        1,
+        "no TLS over UDP"
+    );
+    let np = serde_json::to_value(c.network_policy.as_ref().unwrap()).unwrap();
+    assert!(
+        np["spec"]["ingress"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == 5061)
+    );
+    // Without TLS, none of it.
+    let plain = plan(
+        "acme",
+        &[policy("alice", 1, &["1001"])],
+        &settings(),
+        None,
+        &at(0),
+    )
+    .unwrap();
+    assert!(config_of(&plain).sip.tls.is_none());
+}
