@@ -69,6 +69,24 @@ async fn a_pod_deleted_with_uploads_pending_loses_nothing() {
             .any(|(_, h)| opname_tests::http_get(*h, "/readyz").is_ok_and(|(c, _)| c == 200))
     })
     .await;
+    // The operator keeps retention by the bucket's lifecycle rules on S3, verified by read-back.
+    wait_for("RetentionEnforced by a lifecycle rule", 30, || {
+        server
+            .list("opname.dev", "v1alpha1", "recordingpolicies", Some("acme"))
+            .iter()
+            .flat_map(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .any(|c| {
+                c["type"] == "RetentionEnforced"
+                    && c["status"] == "True"
+                    && c["reason"] == "LifecycleRule"
+            })
+    })
+    .await;
     let (pod, _) = kubelet.http_addresses("acme", opname_operator::fleet::NAME)[0].clone();
     let sip = kubelet.sip_addresses("acme", &pod)[0];
     let (_, spec) = server
