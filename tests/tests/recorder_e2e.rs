@@ -803,3 +803,200 @@ fn sip_over_mutual_tls_from_another_stack_records_and_rotates() {
         rec.log()
     );
 }
+
+/// Resident memory of a process, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The attacks of issue #14 at once, against the release-shaped binary, while a legitimate call
+/// is recorded: a TCP peer that pipelines and never reads, a Content-Length that wraps, INVITEs
+/// with 2,500 m-lines, a stranger's INVITEs and junk datagrams, a flood of TCP connections, RTP
+/// injected onto every RTP port from another host, and forged in-dialog requests. The call is
+/// recorded complete and correct, OPTIONS are answered within 100 ms throughout, and the
+/// process stays under a memory bound.
+#[test]
+fn attacks_during_a_call_stop_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let sources = make_audio(work.path());
+    let store = work.path().join("store");
+    let rec = Recorder::start(RecorderSpec {
+        dir: &work.path().join("rec"),
+        store_url: format!("file://{}", store.display()),
+        policies: POLICY,
+        env: vec![],
+        extra: "sip:\n  allow: ['127.0.0.1']\n  maxConnectionsPerSource: 32\n",
+    });
+    let (target, dir) = (rec.sip, work.path().to_path_buf());
+    let call = std::thread::spawn(move || sipp_call(target, "u1", &dir, CALLER, CALLEE, HOLD_MS));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // The probe: one OPTIONS every 50 ms, its round trip measured.
+    let probe = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut worst = Duration::ZERO;
+            let mut answered = 0;
+            let mut n = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let t = std::time::Instant::now();
+                s.send_to(
+                    &request("OPTIONS", &format!("probe{n}"), "", "UDP", "text/plain", ""),
+                    target,
+                )
+                .unwrap();
+                let mut buf = [0u8; 4096];
+                let want = format!("Call-ID: probe{n}\r\n");
+                while let Ok(len) = s.recv(&mut buf) {
+                    if String::from_utf8_lossy(&buf[..len]).contains(&want) {
+                        answered += 1;
+                        break;
+                    }
+                }
+                worst = worst.max(t.elapsed());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (n, answered, worst)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let t = rec.sip;
+    let mut attackers = Vec::new();
+    // A TCP peer that pipelines 5,000 requests and never reads.
+    attackers.push(std::thread::spawn(move || {
+        let mut hog = TcpStream::connect(t).unwrap();
+        hog.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        for n in 0..5_000 {
+            if hog
+                .write_all(&request(
+                    "OPTIONS",
+                    &format!("hog{n}"),
+                    "",
+                    "TCP",
+                    "text/plain",
+                    "",
+                ))
+                .is_err()
+            {
+                break;
+            }
+        }
+    }));
+    // A Content-Length that would wrap; 2,500 m-lines, four times; a flood of connections.
+    attackers.push(std::thread::spawn(move || {
+        let mut liar = TcpStream::connect(t).unwrap();
+        let _ = liar.write_all(b"OPTIONS sip:srs@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKwrap2\r\nCall-ID: wrap2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 18446744073709551615\r\n\r\n");
+        let mlines: String = (0..2_500).map(|i| format!("m=audio {} RTP/AVP 0\r\n", 10_000 + 2 * i)).collect();
+        let body = format!(
+            "--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nc=IN IP4 127.0.0.1\r\n{mlines}--b\r\nContent-Type: application/rs-metadata+xml\r\n\r\n<recording xmlns=\"urn:ietf:params:xml:ns:recording:1\"><participant participant_id=\"a\"><nameID aor=\"{CALLER}\"/></participant></recording>\r\n--b--\r\n"
+        );
+        for n in 0..4 {
+            let msg = request("INVITE", &format!("mlines{n}"), "", "TCP", "multipart/mixed;boundary=b", &body);
+            assert_eq!(tcp_request(t, &msg), Some(488), "2,500 m-lines refused");
+        }
+        let flood: Vec<_> = (0..200).filter_map(|_| TcpStream::connect(t).ok()).collect();
+        std::thread::sleep(Duration::from_secs(1));
+        drop(flood);
+    }));
+    // A stranger's INVITEs and junk, and RTP from another host onto every RTP port.
+    let rtp_base = rec.rtp_base;
+    attackers.push(std::thread::spawn(move || {
+        let stranger = UdpSocket::bind("127.0.0.2:0").unwrap();
+        let invite = request(
+            "INVITE",
+            "planted",
+            "",
+            "UDP",
+            "multipart/mixed;boundary=b",
+            &siprec_body("0", "</recording>"),
+        );
+        for round in 0..200u32 {
+            let _ = stranger.send_to(&invite, t);
+            let _ = stranger.send_to(&[0xffu8; 1500], t);
+            let mut pkt = vec![
+                0x80u8,
+                0,
+                0,
+                round as u8,
+                0,
+                0,
+                0,
+                1,
+                0xba,
+                0xad,
+                0xf0,
+                0x0d,
+            ];
+            pkt.extend_from_slice(&[0x00; 160]);
+            for p in rtp_base..rtp_base + 40 {
+                let _ = stranger.send_to(&pkt, ("127.0.0.1", p));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }));
+    // Forged in-dialog requests: a BYE for every Call-ID SIPp might use, without the tags.
+    attackers.push(std::thread::spawn(move || {
+        for n in 0..50 {
+            let bye = request(
+                "BYE",
+                &format!("{n}-1@127.0.0.1"),
+                ";tag=guess",
+                "UDP",
+                "text/plain",
+                "",
+            );
+            let _ = udp_request(t, &bye);
+        }
+    }));
+    for a in attackers {
+        a.join().unwrap();
+    }
+    call.join().unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, answered, worst) = probe.join().unwrap();
+    let rss = rss_bytes(rec.proc.child.id());
+    eprintln!(
+        "attacks: {answered}/{sent} OPTIONS answered, worst {worst:?}; recorder RSS {} MiB",
+        rss >> 20
+    );
+    assert_eq!(answered, sent, "every OPTIONS answered");
+    assert!(
+        worst < Duration::from_millis(100),
+        "OPTIONS within 100 ms throughout: {worst:?}"
+    );
+    assert!(rss > 0 && rss < 128 << 20, "memory bound: {rss} bytes");
+    assert!(
+        wait_until(Duration::from_secs(5), || files_with(&store, ".json").len()
+            == 1),
+        "the call, and nothing planted, stored; log:\n{}",
+        rec.log()
+    );
+    let json = &files_with(&store, ".json")[0];
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    let audio = std::fs::read(json.with_extension("opus")).unwrap();
+    check_recording(&record, &audio, &sources, "under attack");
+    let foreign: u64 = record["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["foreign"].as_u64().unwrap())
+        .sum();
+    assert!(
+        foreign >= 200,
+        "the injected RTP was seen and dropped: {foreign}"
+    );
+}
