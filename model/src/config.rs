@@ -184,8 +184,11 @@ pub struct RtpConfig {
     /// A recording whose RTP stops this long (without BYE, not paused) is finalised.
     pub timeout_seconds: u64,
     /// Accept a stream's RTP from the first source that sends it (kept for the call) instead of
-    /// only from the address and port its SDP offer names: for SBCs behind NAT.
+    /// only from the address its SDP offer names: for SBCs behind NAT.
     pub latching: bool,
+    /// Whether a call signalled over TLS may still send plain RTP; `false` refuses it (488) so
+    /// that media is encrypted whenever signalling is.
+    pub plain_with_tls: bool,
 }
 
 impl Default for RtpConfig {
@@ -198,6 +201,7 @@ impl Default for RtpConfig {
             jitter_ms: 60,
             timeout_seconds: 30,
             latching: false,
+            plain_with_tls: true,
         }
     }
 }

@@ -294,6 +294,8 @@ pub struct RtpSettings {
     /// The recorders' `rtp.latching`: RTP from the first source instead of the offer's address
     /// (SBCs behind NAT).
     pub latching: bool,
+    /// The recorders' `rtp.plainWithTls`: `false` refuses plain RTP on calls signalled over TLS.
+    pub plain_with_tls: bool,
 }
 
 impl Default for RecorderSettings {
@@ -354,6 +356,7 @@ impl Default for RtpSettings {
             port_min: 16384,
             port_max: 32767,
             latching: false,
+            plain_with_tls: true,
         }
     }
 }

@@ -49,6 +49,7 @@ fn core_with(max_calls: usize, sources: opname_model::config::SipConfig) -> Srs 
             retry_after: 7,
             latching: false,
             tls_host: None,
+            plain_with_tls: true,
             sources,
         },
         Arc::new(table),

@@ -110,7 +110,7 @@ fn other_modes_render_too() {
         "export": {"minRetentionDays": 0, "smtp": {"host": "smtp.example.com", "from": "rec@example.com"}},
         "recordings": {"ingress": {"enabled": true, "host": "rec.example.com", "tlsSecret": "rec-tls", "className": "nginx"}},
         "sip": {"allow": ["10.20.0.0/16", "192.0.2.7"], "refuse": "drop", "tls": {"secretName": "recorder-tls", "verifyClients": true}},
-        "rtp": {"mode": "HostNetwork", "latching": true}
+        "rtp": {"mode": "HostNetwork", "latching": true, "plainWithTls": false}
     }));
     assert!(lint["errors"].as_array().unwrap().is_empty(), "{lint}");
     let s = settings_of(&docs);
@@ -128,6 +128,7 @@ fn other_modes_render_too() {
         ("recorder-tls", true)
     );
     assert!(s.rtp.latching);
+    assert!(!s.rtp.plain_with_tls);
     let ingress = find(&docs, "Ingress")[0];
     assert_eq!(ingress["spec"]["rules"][0]["host"], "rec.example.com");
     assert_eq!(ingress["spec"]["tls"][0]["secretName"], "rec-tls");

@@ -1000,3 +1000,125 @@ fn attacks_during_a_call_stop_nothing() {
         "the injected RTP was seen and dropped: {foreign}"
     );
 }
+
+/// SRTP with SDES keys over mutual TLS, produced by libsrtp (PyPI pylibsrtp) on the other side,
+/// in each suite the recorder takes: each recording matches the audio sent, channel by channel;
+/// replayed and forged packets are counted as foreign, not recorded; the keys appear in no log
+/// line and in no stored object.
+#[test]
+fn srtp_from_libsrtp_is_recorded_in_every_suite() {
+    opname_tests::require("openssl", "apt-get install openssl");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let sources = make_audio(dir);
+    certificate(dir, "ca", "server", "recorder.opname.test", "serverAuth");
+    certificate(dir, "ca", "sbc", "sbc.opname.test", "clientAuth");
+    let tls_port = opname_tests::free_port();
+    let p = |f: &str| dir.join(f).display().to_string();
+    let store = dir.join("store");
+    let rec = Recorder::start(RecorderSpec {
+        dir: &dir.join("rec"),
+        store_url: format!("file://{}", store.display()),
+        policies: POLICY,
+        env: vec![],
+        // Encrypted signalling, so encrypted media only.
+        extra: &format!(
+            "sip:\n  tls:\n    listen: 127.0.0.1:{tls_port}\n    certFile: {}\n    keyFile: {}\n    clientCaFile: {}\nrtp:\n  plainWithTls: false\n",
+            p("server.pem"),
+            p("server.key"),
+            p("ca.pem")
+        ),
+    });
+    let (ca, cert, key, left, right) = (
+        p("ca.pem"),
+        p("sbc.pem"),
+        p("sbc.key"),
+        p("caller.ulaw"),
+        p("callee.ulaw"),
+    );
+    let base = [
+        "--ca",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--left",
+        &left,
+        "--right",
+        &right,
+        "--seconds",
+        "6.5",
+        "--caller",
+        CALLER,
+        "--callee",
+        CALLEE,
+    ];
+    // Plain RTP over TLS is refused with this setting.
+    let plain = tls_sbc(tls_port, &base);
+    assert_eq!(plain["invite"], 488, "{plain}");
+    let mut keys = Vec::new();
+    for (n, suite) in [
+        "AES_CM_128_HMAC_SHA1_80",
+        "AES_CM_128_HMAC_SHA1_32",
+        "AEAD_AES_128_GCM",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut args = base.to_vec();
+        args.extend(["--srtp", suite]);
+        let call = tls_sbc(tls_port, &args);
+        assert_eq!(call["invite"], 200, "{suite}: {call}");
+        assert_eq!(call["bye"], 200, "{suite}: {call}");
+        assert_eq!(
+            call["answer_crypto"],
+            serde_json::json!([format!("1 {suite}"), format!("1 {suite}")]),
+            "{call}"
+        );
+        keys.extend(
+            call["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string()),
+        );
+        assert!(
+            wait_until(Duration::from_secs(5), || files_with(&store, ".json").len()
+                == n + 1),
+            "{suite}: recording stored; log:\n{}",
+            rec.log()
+        );
+        let mut records: Vec<_> = files_with(&store, ".json");
+        records.sort_by_key(|f| std::fs::metadata(f).unwrap().modified().unwrap());
+        let json = records.last().unwrap();
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+        let audio = std::fs::read(json.with_extension("opus")).unwrap();
+        check_recording(&record, &audio, &sources, suite);
+        let foreign: u64 = record["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["foreign"].as_u64().unwrap())
+            .sum();
+        let replayed = call["replayed"].as_u64().unwrap();
+        assert_eq!(
+            foreign,
+            2 * replayed,
+            "{suite}: each replay and forgery dropped, nothing else"
+        );
+    }
+    // The keys were never written down.
+    let log = rec.log();
+    let mut stored = String::new();
+    for f in files_with(&store, ".json") {
+        stored.push_str(&std::fs::read_to_string(f).unwrap());
+    }
+    for k in &keys {
+        assert!(
+            !log.contains(k.as_str()) && !stored.contains(k.as_str()),
+            "a key leaked"
+        );
+    }
+}

@@ -2,15 +2,21 @@
 """A SIPREC client over TLS on another stack than the recorder's (Python's ssl, OpenSSL).
 
 It forks one two-stream G.711 call: INVITE with SDP and RFC 7865 metadata over TLS, the two
-streams as plain RTP from one UDP socket per stream at real-time pacing, then BYE over the same
-TLS connection. With --options it sends one OPTIONS and reports the answer (or the refusal).
+streams from one UDP socket per stream at real-time pacing, then BYE over the same TLS
+connection. With --srtp SUITE the streams are SRTP (RTP/SAVP, SDES keys in a=crypto), protected
+by libsrtp (PyPI pylibsrtp), and every 50th packet is also sent again (a replay) and once more
+with a flipped payload bit (a forgery). With --options it sends one OPTIONS and reports the
+answer (or the refusal).
 
 Usage: sbc.py HOST PORT --ca CA.pem [--cert C.pem --key K.pem] [--options]
               [--caller AOR --callee AOR --left F.ulaw --right F.ulaw --seconds S]
+              [--srtp AES_CM_128_HMAC_SHA1_80|AES_CM_128_HMAC_SHA1_32|AEAD_AES_128_GCM]
 Prints one JSON object.
 """
 import argparse
+import base64
 import json
+import os
 import re
 import socket
 import ssl
@@ -60,6 +66,7 @@ def main() -> None:
     ap.add_argument("--left")
     ap.add_argument("--right")
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--srtp")
     a = ap.parse_args()
 
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=a.ca)
@@ -89,9 +96,23 @@ def main() -> None:
     for s in rtp:
         s.bind(("127.0.0.1", 0))
     ports = [s.getsockname()[1] for s in rtp]
+    sessions = [None, None]
+    proto, crypto = "RTP/AVP", ["", ""]
+    if a.srtp:
+        from pylibsrtp import Policy, Session
+        profile, length = {
+            "AES_CM_128_HMAC_SHA1_80": (Policy.SRTP_PROFILE_AES128_CM_SHA1_80, 30),
+            "AES_CM_128_HMAC_SHA1_32": (Policy.SRTP_PROFILE_AES128_CM_SHA1_32, 30),
+            "AEAD_AES_128_GCM": (Policy.SRTP_PROFILE_AEAD_AES_128_GCM, 28),
+        }[a.srtp]
+        proto = "RTP/SAVP"
+        for i in range(2):
+            key = os.urandom(length)
+            crypto[i] = f"a=crypto:1 {a.srtp} inline:{base64.b64encode(key).decode()}\r\n"
+            sessions[i] = Session(policy=Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile))
     sdp = ("v=0\r\no=sbc 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-           f"m=audio {ports[0]} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:1\r\na=sendonly\r\n"
-           f"m=audio {ports[1]} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=label:2\r\na=sendonly\r\n")
+           f"m=audio {ports[0]} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\n{crypto[0]}a=label:1\r\na=sendonly\r\n"
+           f"m=audio {ports[1]} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\n{crypto[1]}a=label:2\r\na=sendonly\r\n")
     md = ('<?xml version="1.0" encoding="UTF-8"?>\r\n'
           '<recording xmlns="urn:ietf:params:xml:ns:recording:1"><datamode>complete</datamode>'
           '<session session_id="c2Vzcw=="/>'
@@ -121,6 +142,7 @@ def main() -> None:
     contact_uri = re.search(r"(?im)^(?:contact|m)\s*:\s*<([^>]*)>", head).group(1)
     out["contact"] = contact_uri
     text = answer.decode()
+    out["answer_crypto"] = re.findall(r"(?m)^a=crypto:(\S+ \S+)", text)
     host = re.search(r"(?m)^c=IN IP4 (\S+)", text).group(1)
     dest = [int(p) for p in re.findall(r"(?m)^m=audio (\d+) ", text)]
     ack = (f"ACK {contact_uri} SIP/2.0\r\nVia: SIP/2.0/TLS {local[0]}:{local[1]};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
@@ -135,11 +157,21 @@ def main() -> None:
         for i in range(2):
             chunk = audio[i][n * 160:(n + 1) * 160].ljust(160, b"\xff")
             header = struct.pack("!BBHII", 0x80, 0, n & 0xFFFF, n * 160, 0x5000 + i)
-            rtp[i].sendto(header + chunk, (host, dest[i]))
+            packet = header + chunk
+            if sessions[i] is not None:
+                packet = sessions[i].protect(packet)
+            rtp[i].sendto(packet, (host, dest[i]))
+            if sessions[i] is not None and n % 50 == 25:
+                rtp[i].sendto(packet, (host, dest[i]))  # a replay
+                forged = bytearray(packet)
+                forged[20] ^= 0x01
+                rtp[i].sendto(bytes(forged), (host, dest[i]))  # a forgery
         delay = start + (n + 1) * 0.02 - time.monotonic()
         if delay > 0:
             time.sleep(delay)
     out["packets"] = frames * 2
+    out["keys"] = [c.split("inline:")[1].strip() for c in crypto if c]
+    out["replayed"] = sum(1 for n in range(frames) if n % 50 == 25) * 2 if a.srtp else 0
     bye = (f"BYE {contact_uri} SIP/2.0\r\nVia: SIP/2.0/TLS {local[0]}:{local[1]};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
            f"Max-Forwards: 70\r\nFrom: <sips:sbc@{local[0]}>;tag=t1\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
            "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n")

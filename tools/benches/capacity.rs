@@ -407,6 +407,7 @@ fn pipeline_alone(calls: usize, frames_per_call: usize, audio: &[PathBuf; 2]) ->
         label: None,
         channel,
         source: None,
+        srtp: None,
     };
     let streams = [
         stream(0, 1000, Channel::Left),

@@ -54,6 +54,7 @@ pub fn recorder_config(
             port_min: settings.rtp.port_min,
             port_max: settings.rtp.port_max,
             latching: settings.rtp.latching,
+            plain_with_tls: settings.rtp.plain_with_tls,
             ..Default::default()
         },
         audio: rc::AudioConfig {

@@ -161,6 +161,7 @@ pub async fn run(
             retry_after: config.limits.retry_after_seconds,
             latching: config.rtp.latching,
             tls_host,
+            plain_with_tls: config.rtp.plain_with_tls,
             sources: config.sip.clone(),
         },
         Arc::new(table),

@@ -46,12 +46,39 @@ struct StreamState {
     decoder: Option<Decoder>,
     /// The source seen first (the one kept when latching).
     source: Option<SocketAddr>,
+    /// SRTP decryption (SDES keys of the offer), with replay protection.
+    srtp: Option<webrtc_srtp::context::Context>,
     ssrc: Option<u32>,
     last_packet: Option<Instant>,
     foreign: u64,
     unknown_payload: u64,
     /// In-band DTMF detection, on the user's G.711 streams without telephone-event (on demand).
     in_band: Option<InBand>,
+}
+
+/// Replay window of SRTP streams, packets (RFC 3711 §3.3.2 asks for at least 64).
+const REPLAY_WINDOW: usize = 128;
+
+/// The decryption context of a stream keyed by SDES; `None` for plain RTP, or for a key the
+/// crate refuses (then every packet of the stream is dropped as foreign).
+fn srtp_context(spec: &MediaStream) -> Option<webrtc_srtp::context::Context> {
+    use crate::protocol::crypto::Suite;
+    use webrtc_srtp::protection_profile::ProtectionProfile;
+    let c = spec.srtp.as_ref()?;
+    let profile = match c.suite {
+        Suite::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
+        Suite::AesCm128HmacSha1_32 => ProtectionProfile::Aes128CmHmacSha1_32,
+        Suite::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+    };
+    let (key, salt) = c.key.split(c.suite);
+    webrtc_srtp::context::Context::new(
+        key,
+        salt,
+        profile,
+        Some(webrtc_srtp::option::srtp_replay_protection(REPLAY_WINDOW)),
+        None,
+    )
+    .ok()
 }
 
 /// Per-stream statistics for the record.
@@ -204,6 +231,9 @@ impl<W: Write> Recording<W> {
                         s.source = None;
                         s.ssrc = None;
                     }
+                    if s.spec.srtp != spec.srtp {
+                        s.srtp = srtp_context(spec);
+                    }
                     s.spec = spec.clone();
                     s
                 }
@@ -225,6 +255,7 @@ impl<W: Write> Recording<W> {
                     ),
                     decoder: codec.map(|c| Decoder::new(c, self.rate)).transpose()?,
                     source: None,
+                    srtp: srtp_context(spec),
                     ssrc: None,
                     last_packet: None,
                     foreign: 0,
@@ -271,20 +302,46 @@ impl<W: Write> Recording<W> {
             s.foreign += 1;
             return;
         }
+        let silent = s
+            .last_packet
+            .is_none_or(|t| now.saturating_duration_since(t) > SSRC_CHANGE_AFTER);
+        // Another SSRC while the stream is live is dropped before any decryption work.
+        let Some(ssrc) = data
+            .get(8..12)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            s.foreign += 1;
+            return;
+        };
+        if s.ssrc.is_some_and(|pinned| pinned != ssrc) && !silent {
+            s.foreign += 1;
+            return;
+        }
+        // SRTP: authenticated (and not a replay) before anything of it counts.
+        let decrypted;
+        let data = match (&mut s.srtp, s.spec.srtp.is_some()) {
+            (Some(ctx), _) => match ctx.decrypt_rtp(data) {
+                Ok(plain) => {
+                    decrypted = plain;
+                    &decrypted[..]
+                }
+                Err(_) => {
+                    s.foreign += 1;
+                    return;
+                }
+            },
+            // Keyed, but the key made no context: nothing can be trusted.
+            (None, true) => {
+                s.foreign += 1;
+                return;
+            }
+            (None, false) => data,
+        };
         let Ok(rtp) = rtp_rs::RtpReader::new(data) else {
             s.foreign += 1;
             return;
         };
-        let silent = s
-            .last_packet
-            .is_none_or(|t| now.saturating_duration_since(t) > SSRC_CHANGE_AFTER);
-        match s.ssrc {
-            Some(ssrc) if ssrc != rtp.ssrc() && !silent => {
-                s.foreign += 1;
-                return;
-            }
-            _ => s.ssrc = Some(rtp.ssrc()),
-        }
+        s.ssrc = Some(rtp.ssrc());
         s.source.get_or_insert(from);
         s.last_packet = Some(now);
         let pt = rtp.payload_type();

@@ -3,6 +3,7 @@
 //! carries back.
 
 pub mod body;
+pub mod crypto;
 pub mod metadata;
 pub mod sdp;
 pub mod sip;

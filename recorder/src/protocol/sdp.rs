@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
+use super::crypto;
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SdpError {
     #[error("SDP has no m-line")]
@@ -87,6 +89,8 @@ pub struct MediaOffer {
     pub label: Option<String>,
     pub direction: Option<Direction>,
     pub connection: Option<String>,
+    /// The `a=crypto` lines the recorder can use, in the offer's order of preference.
+    pub crypto: Vec<crypto::Crypto>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -97,11 +101,15 @@ pub struct Offer {
 }
 
 impl Offer {
-    /// Whether an audio stream is offered encrypted (SRTP, `RTP/SAVP(F)` or DTLS-SRTP), which
-    /// this recorder cannot decrypt: refusing the offer beats recording half of the call.
-    pub fn encrypted_audio(&self) -> bool {
+    /// Whether an audio stream is offered encrypted in a way the recorder cannot decrypt
+    /// (DTLS-SRTP, or SDES without a suite of [`crypto::Suite::ALL`]): refusing the offer beats
+    /// recording half of the call.
+    pub fn undecryptable_audio(&self) -> bool {
         self.media.iter().any(|m| {
-            m.media == "audio" && m.port != 0 && m.proto.to_ascii_uppercase().contains("SAVP")
+            m.media == "audio"
+                && m.port != 0
+                && m.proto.to_ascii_uppercase().contains("SAVP")
+                && (!is_sdes(&m.proto) || m.crypto.is_empty())
         })
     }
 
@@ -119,6 +127,14 @@ impl Offer {
     }
 }
 
+/// SRTP keyed in the SDP (SDES), not by DTLS.
+fn is_sdes(proto: &str) -> bool {
+    matches!(
+        proto.to_ascii_uppercase().as_str(),
+        "RTP/SAVP" | "RTP/SAVPF"
+    )
+}
+
 /// What we negotiated for one m-line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamAnswer {
@@ -129,6 +145,8 @@ pub struct StreamAnswer {
     pub telephone_event: Option<u8>,
     /// Paused by the SRC (`inactive`, `recvonly` or `c=0.0.0.0`).
     pub paused: bool,
+    /// SRTP: the offer's crypto line the recorder decrypts with.
+    pub srtp: Option<crypto::Crypto>,
 }
 
 impl StreamAnswer {
@@ -187,6 +205,7 @@ pub fn parse(body: &[u8]) -> Result<Offer, SdpError> {
                     label: None,
                     direction: None,
                     connection: None,
+                    crypto: Vec::new(),
                 });
             }
             "c" => {
@@ -214,6 +233,7 @@ pub fn parse(body: &[u8]) -> Result<Offer, SdpError> {
                 };
                 match name.as_str() {
                     "label" => m.label = Some(arg.trim().to_string()),
+                    "crypto" => m.crypto.extend(crypto::parse(arg)),
                     "rtpmap" => {
                         if let Some(map) = parse_rtpmap(arg) {
                             m.rtpmaps.push(map);
@@ -284,12 +304,15 @@ impl Offer {
             .iter()
             .enumerate()
             .map(|(index, m)| {
+                let srtp = is_sdes(&m.proto)
+                    .then(|| m.crypto.first().cloned())
+                    .flatten();
                 let recordable = m.media == "audio"
                     && m.port != 0
-                    && matches!(
+                    && (matches!(
                         m.proto.to_ascii_uppercase().as_str(),
                         "RTP/AVP" | "RTP/AVPF"
-                    );
+                    ) || srtp.is_some());
                 let codec = recordable
                     .then(|| {
                         m.payload_types()
@@ -319,19 +342,22 @@ impl Offer {
                     codec,
                     telephone_event,
                     paused: held || matches!(direction, Direction::Inactive | Direction::RecvOnly),
+                    srtp: srtp.filter(|_| codec.is_some()),
                 }
             })
             .collect()
     }
 }
 
-/// Renders the answer. `ports[i]` is the local RTP port for m-line `i` (ignored when rejected).
+/// Renders the answer. `ports[i]` is the local RTP port for m-line `i` (ignored when rejected);
+/// `key` keys the answer's crypto lines (a suite takes the prefix it needs).
 pub fn answer(
     offer: &Offer,
     streams: &[StreamAnswer],
     ports: &[u16],
     address: IpAddr,
     session_version: u64,
+    key: &[u8; 30],
 ) -> String {
     let family = if address.is_ipv6() { "IP6" } else { "IP4" };
     let mut s = String::with_capacity(256 + 160 * streams.len());
@@ -354,6 +380,11 @@ pub fn answer(
                         s,
                         "a=rtpmap:{te} telephone-event/{rate}\r\na=fmtp:{te} 0-15\r\n"
                     );
+                }
+                if let Some(c) = &a.srtp {
+                    let (k, salt) = c.suite.lengths();
+                    let line = crypto::answer_line(c.tag, c.suite, &key[..k + salt]);
+                    let _ = write!(s, "a=crypto:{line}\r\n");
                 }
             }
             None => {
@@ -432,6 +463,7 @@ m=audio 40002 RTP/AVP 9 0\r\na=label:2\r\na=sendonly\r\n";
             &[20000, 20002],
             "192.0.2.5".parse().unwrap(),
             1,
+            &[0; 30],
         );
         let l = lines(&sdp);
         let m: Vec<&str> = l.iter().copied().filter(|l| l.starts_with("m=")).collect();
@@ -451,7 +483,14 @@ m=audio 40002 RTP/AVP 9 0\r\na=label:2\r\na=sendonly\r\n";
         let neg = offer.negotiate();
         assert!(neg[0].paused && neg[0].accepted());
         assert!(!neg[1].accepted() && !neg[2].accepted() && !neg[3].accepted());
-        let ans = answer(&offer, &neg, &[5000, 0, 0, 0], "::1".parse().unwrap(), 2);
+        let ans = answer(
+            &offer,
+            &neg,
+            &[5000, 0, 0, 0],
+            "::1".parse().unwrap(),
+            2,
+            &[0; 30],
+        );
         let l = lines(&ans);
         assert!(l.contains(&"m=video 0 RTP/AVP 96"));
         assert!(l.contains(&"m=audio 0 RTP/AVP 18"));
@@ -481,7 +520,7 @@ m=audio 40002 RTP/AVP 9 0\r\na=label:2\r\na=sendonly\r\n";
         fn parse_never_panics(s in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
             if let Ok(o) = parse(&s) {
                 let n = o.negotiate();
-                let _ = answer(&o, &n, &[], "127.0.0.1".parse().unwrap(), 1);
+                let _ = answer(&o, &n, &[], "127.0.0.1".parse().unwrap(), 1, &[0; 30]);
             }
         }
     }

@@ -5,6 +5,9 @@ use super::streams::build_streams;
 use super::*;
 use crate::protocol::sip::uri_of;
 
+/// The Warning of an offer with SRTP the recorder cannot decrypt.
+pub(super) const SRTP_UNSUPPORTED: &str = "an SRTP stream the recorder cannot decrypt: it takes SDES (RTP/SAVP with a=crypto) in AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32 or AEAD_AES_128_GCM, without MKI; not DTLS-SRTP";
+
 /// Why a new session is refused; each cause has one answer (status, Warning, metric outcome).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
@@ -20,8 +23,10 @@ pub enum Refusal {
     /// A parsed offer the recorder will not take (too many streams).
     BadOffer(String),
     BadMetadata(String),
-    /// An audio stream offered as SRTP.
+    /// An audio stream offered as SRTP the recorder cannot decrypt.
     Encrypted,
+    /// Plain RTP offered over TLS where `rtp.plainWithTls` is off.
+    PlainOverTls,
     NoCodec,
     NoPolicy,
     NoPorts,
@@ -36,9 +41,11 @@ impl Refusal {
             Refusal::BadBody(_) | Refusal::BadMetadata(_) | Refusal::MalformedOffer(_) => {
                 (400, "Bad Request")
             }
-            Refusal::NoOffer | Refusal::BadOffer(_) | Refusal::Encrypted | Refusal::NoCodec => {
-                (488, "Not Acceptable Here")
-            }
+            Refusal::NoOffer
+            | Refusal::BadOffer(_)
+            | Refusal::Encrypted
+            | Refusal::PlainOverTls
+            | Refusal::NoCodec => (488, "Not Acceptable Here"),
             Refusal::NoPolicy => (603, "Decline"),
         }
     }
@@ -53,8 +60,9 @@ impl Refusal {
             | Refusal::BadOffer(why)
             | Refusal::MalformedOffer(why)
             | Refusal::BadMetadata(why) => why.clone(),
-            Refusal::Encrypted => {
-                "SRTP (RTP/SAVP) is not supported: fork the call with RTP/AVP to this recorder"
+            Refusal::Encrypted => SRTP_UNSUPPORTED.into(),
+            Refusal::PlainOverTls => {
+                "plain RTP on a call signalled over TLS is refused (rtp.plainWithTls: false); offer SRTP"
                     .into()
             }
             Refusal::NoOffer => "an SDP offer is required".into(),
@@ -77,6 +85,7 @@ impl Refusal {
             | Refusal::NoOffer
             | Refusal::BadOffer(_)
             | Refusal::Encrypted
+            | Refusal::PlainOverTls
             | Refusal::NoCodec => Outcome::Unusable,
             Refusal::NoPolicy => Outcome::NotRecorded,
         }
@@ -161,7 +170,7 @@ impl Srs {
                 Refusal::MalformedOffer(e.to_string())
             }
         })?;
-        if offer.encrypted_audio() {
+        if offer.undecryptable_audio() {
             return Err(Refusal::Encrypted);
         }
         let metadata = parts
@@ -224,7 +233,17 @@ impl Srs {
             Err(refusal) => return self.decline(peer, msg, refusal, now),
         };
         let streams = build_streams(&negotiated, &ports, &metadata, &offer, self.cfg.latching);
-        let answer = sdp::answer(&offer, &negotiated, &ports, self.cfg.rtp_advertise, 1);
+        if peer.transport == Transport::Tls
+            && !self.cfg.plain_with_tls
+            && streams.iter().any(|s| s.port != 0 && s.srtp.is_none())
+        {
+            for p in ports.iter().filter(|p| **p != 0) {
+                self.ports.free(*p);
+            }
+            return self.decline(peer, msg, Refusal::PlainOverTls, now);
+        }
+        let key = self.answer_key();
+        let answer = sdp::answer(&offer, &negotiated, &ports, self.cfg.rtp_advertise, 1, &key);
         let local_tag = self.unique();
         self.counter += 1;
         let call = CallRef(self.counter);

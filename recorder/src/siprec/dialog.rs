@@ -74,11 +74,10 @@ impl Srs {
             }
         };
         let offer = match parts.sdp.map(sdp::parse).transpose() {
-            Ok(Some(o)) if o.encrypted_audio() => Err((
+            Ok(Some(o)) if o.undecryptable_audio() => Err((
                 488,
                 "Not Acceptable Here",
-                "SRTP (RTP/SAVP) is not supported: fork the call with RTP/AVP to this recorder"
-                    .to_string(),
+                super::admission::SRTP_UNSUPPORTED.to_string(),
             )),
             Ok(o) => Ok(o),
             Err(e @ sdp::SdpError::TooManyStreams) => {
@@ -156,12 +155,14 @@ impl Srs {
                 })
                 .collect();
             d.session_version += 1;
+            let key = self.answer_key();
             d.answer = sdp::answer(
                 &offer,
                 &negotiated,
                 &ports,
                 self.cfg.rtp_advertise,
                 d.session_version,
+                &key,
             );
             d.streams = build_streams(&negotiated, &ports, &d.metadata, &offer, self.cfg.latching);
             d.offer = offer;

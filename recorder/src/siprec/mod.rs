@@ -73,6 +73,8 @@ pub struct MediaStream {
     /// RTP is taken only from this address, the one the offer's `c=` names; `None`: from the
     /// first source that sends (latching, for SBCs behind NAT), kept for the call.
     pub source: Option<IpAddr>,
+    /// SRTP (SDES): the offer's suite and key the stream's packets are decrypted with.
+    pub srtp: Option<crate::protocol::crypto::Crypto>,
 }
 
 #[derive(Clone, Debug)]
@@ -145,6 +147,8 @@ pub struct CoreConfig {
     pub latching: bool,
     /// `host:port;transport=tls` for the Contact of dialogs that came over TLS, if it listens.
     pub tls_host: Option<String>,
+    /// Plain RTP accepted on calls signalled over TLS (`rtp.plainWithTls`).
+    pub plain_with_tls: bool,
     /// Who may send SIP (`allow`, `refuse` of the configuration; the rest is the edge's).
     pub sources: opname_model::config::SipConfig,
 }
@@ -317,6 +321,19 @@ impl Srs {
     /// being recorded keep their CPU.
     pub fn set_overloaded(&mut self, overloaded: bool) {
         self.overloaded = overloaded;
+    }
+
+    /// Keying for the answer's `a=crypto` lines. It protects nothing (the recorder sends no
+    /// media), so a keyed hash of the counter serves; it is never reused.
+    fn answer_key(&mut self) -> [u8; 30] {
+        use std::hash::BuildHasher;
+        let mut key = [0u8; 30];
+        for chunk in key.chunks_mut(8) {
+            self.counter += 1;
+            let word = self.tags.hash_one(self.counter).to_be_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        key
     }
 
     fn unique(&mut self) -> String {

@@ -17,6 +17,7 @@ pub(super) fn build_streams(
     let streams: Vec<MediaStream> = negotiated
         .iter()
         .map(|s| MediaStream {
+            srtp: s.srtp.clone(),
             source: if latching {
                 None
             } else {

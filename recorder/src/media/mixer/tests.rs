@@ -14,6 +14,7 @@ fn stream(index: usize, port: u16, channel: Channel) -> MediaStream {
         label: Some((index + 1).to_string()),
         channel,
         source: Some(SRC.ip()),
+        srtp: None,
     }
 }
 
