@@ -23,8 +23,17 @@ fuzz_target!(|data: &[u8]| {
         let negotiated = offer.negotiate();
         assert_eq!(negotiated.len(), offer.media.len());
         assert!(offer.media.len() <= sdp::MAX_STREAMS);
-        let ports: Vec<u16> = (0..negotiated.len() as u16).map(|i| 20000 + 2 * i).collect();
-        let _ = sdp::answer(&offer, &negotiated, &ports, "192.0.2.1".parse().expect("ip"), 1, &[7; 30]);
+        let ports: Vec<u16> = (0..negotiated.len() as u16)
+            .map(|i| 20000 + 2 * i)
+            .collect();
+        let _ = sdp::answer(
+            &offer,
+            &negotiated,
+            &ports,
+            "192.0.2.1".parse().expect("ip"),
+            1,
+            &[7; 30],
+        );
     }
     let _ = metadata::parse(data);
     let _ = crypto::parse(&String::from_utf8_lossy(data));

@@ -12,7 +12,8 @@ use opname_recorder::protocol::sdp::Codec;
 use opname_recorder::siprec::{Channel, MediaStream};
 
 fuzz_target!(|data: &[u8]| {
-    let key = crypto::parse("1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR");
+    let key =
+        crypto::parse("1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR");
     let stream = |index: usize, port: u16, channel, srtp: Option<crypto::Crypto>| MediaStream {
         index,
         port,
@@ -24,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
         source: Some("10.0.0.1".parse().expect("ip")),
         srtp,
     };
-    let streams = [stream(0, 1000, Channel::Left, None), stream(1, 1002, Channel::Right, key)];
+    let streams = [
+        stream(0, 1000, Channel::Left, None),
+        stream(1, 1002, Channel::Right, key),
+    ];
     let audio = AudioSettings {
         bitrate: 24_000,
         complexity: 0,
@@ -34,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut rec) = Recording::new(Vec::new(), &streams, &audio, 1, None, t0) else {
         return;
     };
-    let from: [SocketAddr; 2] = ["10.0.0.1:4000".parse().expect("addr"), "10.9.9.9:4000".parse().expect("addr")];
+    let from: [SocketAddr; 2] = [
+        "10.0.0.1:4000".parse().expect("addr"),
+        "10.9.9.9:4000".parse().expect("addr"),
+    ];
     for (n, packet) in data.split(|b| *b == 0xfe).take(64).enumerate() {
         let now = t0 + Duration::from_millis(20 * n as u64);
         let port = if n % 2 == 0 { 1000 } else { 1002 };
