@@ -71,6 +71,7 @@ const KEYS: &[&str] = &[
     "participants",
     "stopped",
     "not-stopped",
+    "participant-channels",
     "no-start",
     "no-body",
     "header",
@@ -335,6 +336,33 @@ fn run_file(path: &Path) {
                     )),
                     "{ctx}: recording stopped by BYE"
                 ),
+                "participant-channels" => {
+                    let s = start.as_ref().unwrap_or_else(|| panic!("{ctx}: no start"));
+                    let reports: Vec<_> = s
+                        .streams
+                        .iter()
+                        .filter(|m| m.port != 0)
+                        .map(|m| opname_recorder::media::mixer::StreamReport {
+                            label: m.label.clone(),
+                            codec: None,
+                            channel: m.channel,
+                            stats: Default::default(),
+                            foreign: 0,
+                            unknown_payload: 0,
+                        })
+                        .collect();
+                    let got: Vec<&str> =
+                        opname_recorder::record::participants(&s.metadata, &reports)
+                            .iter()
+                            .map(|p| match p.channel {
+                                Some(Channel::Left) => "left",
+                                Some(Channel::Right) => "right",
+                                Some(Channel::Both) => "both",
+                                None => "none",
+                            })
+                            .collect();
+                    assert_eq!(got.join(","), *v, "{ctx}: participants' channels");
+                }
                 "not-stopped" => assert!(
                     !actions.iter().any(|a| matches!(a, Action::Stop { .. })),
                     "{ctx}: the recording must go on"
