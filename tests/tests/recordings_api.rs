@@ -60,7 +60,9 @@ async fn list_filter_page_play_download_and_access_control() {
             .unwrap();
         let audio: Vec<u8> = (0..5000u32).map(|i| (i * 7 + n) as u8).collect();
         let r = Synthetic {
-            class: 30,
+            // Kept ten years: the fixed dates of November 2026 must not expire under the test
+            // (a 30-day class made them vanish from the list on 2 December).
+            class: 3650,
             namespace: ns,
             id: Synthetic::id_at(start, n),
             user: if n % 2 == 0 { "alice" } else { "bob" },

@@ -94,7 +94,9 @@ async fn sign_in_filter_play_download_and_export() {
             .checked_add(jiff::SignedDuration::from_secs(i64::from(n) * 900))
             .unwrap();
         Synthetic {
-            class: 30,
+            // Kept ten years: the fixed dates of November 2026 must not expire under the test
+            // (a 30-day class made them vanish from the list on 2 December).
+            class: 3650,
             namespace: "acme",
             id: Synthetic::id_at(start, n),
             user: if n % 2 == 0 { "alice" } else { "bob" },
