@@ -691,34 +691,47 @@ fn tls_sbc(port: u16, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("a JSON report")
 }
 
-/// SIP over TLS against a client on another stack: a call forked over mutual TLS is recorded
-/// like the SIPp ones (each channel its stream's speech) and its Contact says `transport=tls`; a
-/// client without a certificate the CA signed is refused in the handshake; a rotated server
-/// certificate is served without a restart.
-#[test]
-fn sip_over_mutual_tls_from_another_stack_records_and_rotates() {
+/// A recorder with SIP over mutual TLS on a free port: a CA `ca`, its server certificate and an
+/// SBC certificate it signed are made in `dir`; `rtp` is YAML under `rtp:` (may be empty).
+fn tls_recorder(dir: &Path, rtp: &str) -> (Recorder, u16, std::path::PathBuf) {
     opname_tests::require("openssl", "apt-get install openssl");
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path();
-    let sources = make_audio(dir);
     certificate(dir, "ca", "server", "recorder.opname.test", "serverAuth");
     certificate(dir, "ca", "sbc", "sbc.opname.test", "clientAuth");
-    certificate(dir, "rogue-ca", "rogue", "sbc.opname.test", "clientAuth");
     let tls_port = opname_tests::free_port();
     let p = |f: &str| dir.join(f).display().to_string();
     let store = dir.join("store");
+    let rtp = if rtp.is_empty() {
+        String::new()
+    } else {
+        format!("rtp:\n{rtp}")
+    };
     let rec = Recorder::start(RecorderSpec {
         dir: &dir.join("rec"),
         store_url: format!("file://{}", store.display()),
         policies: POLICY,
         env: vec![],
         extra: &format!(
-            "sip:\n  tls:\n    listen: 127.0.0.1:{tls_port}\n    certFile: {}\n    keyFile: {}\n    clientCaFile: {}\n",
+            "sip:\n  tls:\n    listen: 127.0.0.1:{tls_port}\n    certFile: {}\n    keyFile: {}\n    clientCaFile: {}\n{rtp}",
             p("server.pem"),
             p("server.key"),
             p("ca.pem")
         ),
     });
+    (rec, tls_port, store)
+}
+
+/// SIP over TLS against a client on another stack: a call forked over mutual TLS is recorded
+/// like the SIPp ones (each channel its stream's speech) and its Contact says `transport=tls`; a
+/// client without a certificate the CA signed is refused in the handshake; a rotated server
+/// certificate is served without a restart.
+#[test]
+fn sip_over_mutual_tls_from_another_stack_records_and_rotates() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let sources = make_audio(dir);
+    let (rec, tls_port, store) = tls_recorder(dir, "");
+    certificate(dir, "rogue-ca", "rogue", "sbc.opname.test", "clientAuth");
+    let p = |f: &str| dir.join(f).display().to_string();
     let (ca, cert, key) = (p("ca.pem"), p("sbc.pem"), p("sbc.key"));
     // Without a client certificate, or with one of another CA: refused.
     let bare = tls_sbc(tls_port, &["--ca", &ca, "--options"]);
@@ -1015,28 +1028,12 @@ fn attacks_during_a_call_stop_nothing() {
 /// line and in no stored object.
 #[test]
 fn srtp_from_libsrtp_is_recorded_in_every_suite() {
-    opname_tests::require("openssl", "apt-get install openssl");
     let work = tempfile::tempdir().unwrap();
     let dir = work.path();
     let sources = make_audio(dir);
-    certificate(dir, "ca", "server", "recorder.opname.test", "serverAuth");
-    certificate(dir, "ca", "sbc", "sbc.opname.test", "clientAuth");
-    let tls_port = opname_tests::free_port();
+    // Encrypted signalling, so encrypted media only.
+    let (rec, tls_port, store) = tls_recorder(dir, "  plainWithTls: false\n");
     let p = |f: &str| dir.join(f).display().to_string();
-    let store = dir.join("store");
-    let rec = Recorder::start(RecorderSpec {
-        dir: &dir.join("rec"),
-        store_url: format!("file://{}", store.display()),
-        policies: POLICY,
-        env: vec![],
-        // Encrypted signalling, so encrypted media only.
-        extra: &format!(
-            "sip:\n  tls:\n    listen: 127.0.0.1:{tls_port}\n    certFile: {}\n    keyFile: {}\n    clientCaFile: {}\nrtp:\n  plainWithTls: false\n",
-            p("server.pem"),
-            p("server.key"),
-            p("ca.pem")
-        ),
-    });
     let (ca, cert, key, left, right) = (
         p("ca.pem"),
         p("sbc.pem"),

@@ -297,10 +297,12 @@ async fn write_statuses(
         let Some(status) = statuses.get(&name) else {
             continue;
         };
+        // Most statuses are as the policy carries them: no serialisation for those.
+        if p.status.as_ref() == Some(status) {
+            continue;
+        }
         let fingerprint = fleet::applied::fingerprint(status);
-        if p.status.as_ref() == Some(status)
-            || ctx.applied.unchanged(STATUS, ns, &name, fingerprint)
-        {
+        if ctx.applied.unchanged(STATUS, ns, &name, fingerprint) {
             continue;
         }
         let patch = serde_json::json!({
