@@ -66,3 +66,31 @@ impl Audit {
         Ok(key)
     }
 }
+
+/// Who heard or read which recording, stored beside its record (`Layout::access`) so it expires
+/// with the recording's retention class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Access {
+    pub who: String,
+    pub groups: Vec<String>,
+    /// `play`, `download` or `record` (the JSON record read).
+    pub action: String,
+    pub namespace: String,
+    pub recording: String,
+    pub when: jiff::Timestamp,
+    /// The client: the connection's peer, or what a trusted proxy said it forwarded for.
+    pub from: String,
+    /// The connection's peer itself.
+    pub peer: String,
+    /// `X-Forwarded-For` as sent, believed only when `peer` is a trusted proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_for: Option<String>,
+}
+
+impl Access {
+    pub fn to_json(&self) -> Vec<u8> {
+        // Strings only: serialising cannot fail.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}

@@ -280,7 +280,12 @@ async fn recordings(
         .map_err(|e| format!("Kubernetes client: {e}"))?;
     let store = opname_operator::store::open(&settings.store).map_err(|e| e.to_string())?;
     let catalog = opname_operator::archive::catalog::Catalog::new(store, &settings.store.prefix);
-    let svc = opname_operator::recordings::Service::new(catalog, client, secure_cookie);
+    let svc = opname_operator::recordings::Service::new(
+        catalog,
+        client,
+        secure_cookie,
+        &settings.recordings,
+    );
     tokio::select! {
         r = opname_operator::recordings::serve(svc, listen) => r.map_err(|e| format!("recordings service on {listen}: {e}")),
         _ = sigterm() => Ok(()),

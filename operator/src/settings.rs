@@ -29,6 +29,32 @@ pub struct Settings {
     pub export: ExportSettings,
     pub front_door: FrontDoorSettings,
     pub sip: SipSettings,
+    pub recordings: RecordingsSettings,
+}
+
+/// The recordings service's trust: which tokens it accepts and which peers may name the client.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecordingsSettings {
+    /// Audiences a token must be issued for (`kubectl create token SA --audience …`), so the
+    /// service never collects tokens that the API server itself would accept. Empty: the API
+    /// server's own audiences (an OIDC login proxy that forwards ID tokens).
+    pub audiences: Vec<String>,
+    /// Peers whose `X-Forwarded-For` names the client (the Ingress controller's pods); anyone
+    /// else's header is recorded but not believed.
+    pub trusted_proxies: Vec<opname_model::config::SourceRange>,
+}
+
+/// The audience of tokens minted for the recordings service.
+pub const RECORDINGS_AUDIENCE: &str = "opname.dev/recordings";
+
+impl Default for RecordingsSettings {
+    fn default() -> Self {
+        Self {
+            audiences: vec![RECORDINGS_AUDIENCE.into()],
+            trusted_proxies: Vec::new(),
+        }
+    }
 }
 
 /// Who may send the recorders SIP: the SBCs' addresses or CIDR ranges, written into every

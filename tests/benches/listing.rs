@@ -25,7 +25,12 @@ use opname_tests::controlplane::{ControlPlane, User};
 const COUNT: u32 = 10_000;
 
 async fn serve(catalog: Catalog, client: kube::Client) -> String {
-    let svc = Service::new(catalog, client, false);
+    // The control plane's users hold static tokens, which know no audiences: the API server's own.
+    let trust = opname_operator::settings::RecordingsSettings {
+        audiences: Vec::new(),
+        ..Default::default()
+    };
+    let svc = Service::new(catalog, client, false, &trust);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

@@ -77,7 +77,7 @@ pub async fn load(
 }
 
 /// Rebuilds a day's index from the store, reading only the records `previous` lacks, and
-/// stores it.
+/// stores it unless the day is empty.
 pub async fn build(
     catalog: &Catalog,
     ns: &str,
@@ -125,11 +125,20 @@ pub async fn build(
         built: Some(jiff::Timestamp::now()),
         entries,
     };
+    let key = key(catalog, ns, day);
+    if index.entries.is_empty() {
+        // An empty day costs a listing, never an object: a viewer walking empty or crafted days
+        // writes nothing, and a day emptied by erasure or expiry loses its stale index.
+        if previous.is_some_and(|p| !p.entries.is_empty()) {
+            match catalog.store().delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok(index);
+    }
     let body = serde_json::to_vec(&index)?;
-    catalog
-        .store()
-        .put(&key(catalog, ns, day), body.into())
-        .await?;
+    catalog.store().put(&key, body.into()).await?;
     Ok(index)
 }
 

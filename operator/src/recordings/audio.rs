@@ -1,4 +1,5 @@
-//! Audio responses: HTTP ranges, download names, and the audit of every play and download.
+//! Audio responses: HTTP ranges, download names, and the audit of every play, download and
+//! record read that no play session already covers.
 
 use super::*;
 
@@ -34,7 +35,9 @@ pub(super) async fn audio(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let who = svc.allowed(&headers, "get", "recordings", &ns).await?;
+    let caller = svc
+        .allowed(peer, &headers, "get", "recordings", &ns)
+        .await?;
     let e = svc.find(&ns, &id).await?;
     let store = svc.catalog.store();
     let mut key = Path::from(e.audio.as_str());
@@ -53,15 +56,8 @@ pub(super) async fn audio(
         .map(|v| parse_range(v, size))
         .transpose()?;
     let download = q.download.is_some_and(|d| d != "0" && d != "false");
-    if range.as_ref().is_none_or(|r| r.start == 0) {
-        let action = if download { "download" } else { "play" };
-        let from = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| peer.ip().to_string());
-        audit(&svc.catalog, &who, action, &ns, &e, &from).await?;
-    }
+    let action = if download { "download" } else { "play" };
+    audited(&svc, &caller, action, &ns, &e).await?;
     let got = store
         .get_opts(
             &key,
@@ -96,30 +92,55 @@ pub(super) async fn audio(
         .map_err(|err| ApiError::Store(err.to_string()))
 }
 
+/// Audits `action` unless a play session of the same person, recording and action covers it
+/// (any range, first byte or not: a session starts on whatever the client asks first). Nothing
+/// is served when the audit cannot be written.
+pub(super) async fn audited(
+    svc: &Service,
+    caller: &Caller,
+    action: &'static str,
+    ns: &str,
+    e: &IndexEntry,
+) -> Result<(), ApiError> {
+    let digest = caller.who.digest();
+    if !svc.sessions.starts(digest, &e.id, action) {
+        return Ok(());
+    }
+    let written = audit(&svc.catalog, caller, action, ns, e).await;
+    if written.is_err() {
+        svc.sessions.forget(digest, &e.id, action);
+    }
+    written
+}
+
 /// Who heard which recording, when, from where: a log line and an object beside the record.
-pub(super) async fn audit(
+async fn audit(
     catalog: &Catalog,
-    who: &Identity,
+    caller: &Caller,
     action: &str,
     ns: &str,
     e: &IndexEntry,
-    from: &str,
 ) -> Result<(), ApiError> {
     let now = jiff::Timestamp::now();
-    tracing::info!(target: "opname::audit", user = %who.user, action, namespace = ns, recording = %e.id, from, "recording accessed");
+    let (who, from) = (&caller.who, &caller.from);
+    tracing::info!(target: "opname::audit", user = %who.user, action, namespace = ns, recording = %e.id, from = %from.address, peer = %from.peer, forwarded_for = from.forwarded_for.as_deref(), "recording accessed");
     let key = Layout::access(
         &e.record,
         now.as_millisecond(),
         action,
         &safe_component(&who.user),
     );
-    let body = serde_json::json!({
-        "who": who.user, "groups": who.groups, "action": action, "namespace": ns,
-        "recording": e.id, "when": now, "from": from,
-    });
-    catalog
-        .store()
-        .put(&key, body.to_string().into_bytes().into())
-        .await?;
+    let body = opname_model::audit::Access {
+        who: who.user.clone(),
+        groups: who.groups.clone(),
+        action: action.into(),
+        namespace: ns.into(),
+        recording: e.id.clone(),
+        when: now,
+        from: from.address.to_string(),
+        peer: from.peer.to_string(),
+        forwarded_for: from.forwarded_for.clone(),
+    };
+    catalog.store().put(&key, body.to_json().into()).await?;
     Ok(())
 }

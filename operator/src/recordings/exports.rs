@@ -5,9 +5,11 @@ use super::*;
 pub(super) async fn exports(
     State(svc): State<Arc<Service>>,
     UrlPath(ns): UrlPath<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    svc.allowed(&headers, "list", "bulkexports", &ns).await?;
+    svc.allowed(peer, &headers, "list", "bulkexports", &ns)
+        .await?;
     let list = Api::<BulkExport>::namespaced(svc.client.clone(), &ns)
         .list(&ListParams::default())
         .await
@@ -41,10 +43,14 @@ pub(super) struct ExportRequest {
 pub(super) async fn create_export(
     State(svc): State<Arc<Service>>,
     UrlPath(ns): UrlPath<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     axum::Json(req): axum::Json<ExportRequest>,
 ) -> Result<Response, ApiError> {
-    let who = svc.allowed(&headers, "create", "bulkexports", &ns).await?;
+    let who = svc
+        .allowed(peer, &headers, "create", "bulkexports", &ns)
+        .await?
+        .who;
     let mut bex = BulkExport::new(
         "",
         BulkExportSpec {

@@ -84,9 +84,11 @@ pub(super) async fn list(
     State(svc): State<Arc<Service>>,
     UrlPath(ns): UrlPath<String>,
     Query(q): Query<ListQuery>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    svc.allowed(&headers, "list", "recordings", &ns).await?;
+    svc.allowed(peer, &headers, "list", "recordings", &ns)
+        .await?;
     let now = jiff::Timestamp::now();
     let to = q.to.unwrap_or(now);
     let from = q.from.unwrap_or_else(|| {
@@ -137,10 +139,15 @@ pub(super) async fn list(
 pub(super) async fn one(
     State(svc): State<Arc<Service>>,
     UrlPath((ns, id)): UrlPath<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    svc.allowed(&headers, "get", "recordings", &ns).await?;
+    let caller = svc
+        .allowed(peer, &headers, "get", "recordings", &ns)
+        .await?;
     let e = svc.find(&ns, &id).await?;
+    // The record names the participants and their numbers: reading it is audited like a play.
+    super::audio::audited(&svc, &caller, "record", &ns, &e).await?;
     let store = svc.catalog.store();
     let bytes = match store.get(&Path::from(e.record.as_str())).await {
         Ok(got) => got.bytes().await?,

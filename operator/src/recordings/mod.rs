@@ -3,12 +3,13 @@
 //! ([`crate::recordings::access`]) and every play and download audited.
 //!
 //! Listing reads per-day indexes ([`crate::archive::index`]); audio streams from the store with HTTP
-//! Range support so the browser can seek. A play or download is audited when its first byte is
-//! requested (a seek is a later range of the same play), as a structured log line and as an
-//! object `{id}.access/{millis}-{action}.json` beside the recording's record, which expires with
-//! the recording's retention class.
+//! Range support so the browser can seek. Every audio response and record read that no play
+//! session of the same person already covers is audited ([`guard::Sessions`]), whatever range it
+//! asks for, as a structured log line and as an object `{id}.access/{millis}-{action}.json`
+//! beside the recording's record, which expires with the recording's retention class.
 
 pub mod access;
+mod guard;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ use crate::archive::index::{self, DayIndex, IndexEntry};
 use crate::crd::{BulkExport, BulkExportSpec, Notify};
 use crate::export::names::{party, safe_component, stamp};
 use crate::recordings::access::{Access, AccessError, Identity};
+use crate::settings::RecordingsSettings;
+use opname_model::config::SourceRange;
 use opname_model::layout::Layout;
 
 mod audio;
@@ -83,6 +86,7 @@ impl IntoResponse for ApiError {
         let code = match &self {
             ApiError::Access(AccessError::Unauthenticated) => StatusCode::UNAUTHORIZED,
             ApiError::Access(AccessError::Forbidden { .. }) => StatusCode::FORBIDDEN,
+            ApiError::Access(AccessError::Throttled(_)) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Access(AccessError::Review(_)) | ApiError::Store(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -103,6 +107,10 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
         }
+        if let ApiError::Access(AccessError::Throttled(secs)) = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }
@@ -110,22 +118,37 @@ impl IntoResponse for ApiError {
 /// A namespace's day.
 type DayKey = (String, jiff::civil::Date);
 
+/// An authenticated caller and where the request came from.
+pub(crate) struct Caller {
+    who: Identity,
+    from: guard::Client,
+}
+
 pub struct Service {
     catalog: Catalog,
     access: Access,
     client: Client,
     secure_cookie: bool,
+    trusted_proxies: Vec<SourceRange>,
+    sessions: guard::Sessions,
     days: Mutex<HashMap<DayKey, (Instant, Arc<DayIndex>)>>,
     refreshing: Mutex<HashSet<DayKey>>,
 }
 
 impl Service {
-    pub fn new(catalog: Catalog, client: Client, secure_cookie: bool) -> Arc<Self> {
+    pub fn new(
+        catalog: Catalog,
+        client: Client,
+        secure_cookie: bool,
+        settings: &RecordingsSettings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             catalog,
-            access: Access::new(client.clone()),
+            access: Access::new(client.clone(), settings.audiences.clone()),
             client,
             secure_cookie,
+            trusted_proxies: settings.trusted_proxies.clone(),
+            sessions: guard::Sessions::default(),
             days: Mutex::default(),
             refreshing: Mutex::default(),
         })
@@ -176,6 +199,13 @@ impl Service {
         ns: &str,
         day: jiff::civil::Date,
     ) -> Result<Arc<DayIndex>, ApiError> {
+        // No recording starts after tomorrow: a crafted id or range reaches nothing there.
+        let today = jiff::Timestamp::now()
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date();
+        if day > today.tomorrow().unwrap_or(today) {
+            return Ok(Arc::new(DayIndex::default()));
+        }
         if let Some((at, idx)) = self.cached(ns, day) {
             if at.elapsed() > REFRESH {
                 self.refresh(ns, day, idx.clone());
@@ -231,21 +261,35 @@ impl Service {
         }
     }
 
-    async fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        Ok(self.access.authenticate(&token(headers)).await?)
+    async fn caller(&self, peer: SocketAddr, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let from = guard::client(&self.trusted_proxies, peer.ip(), headers);
+        let who = self
+            .access
+            .authenticate(&token(headers), from.address)
+            .await?;
+        Ok(Caller { who, from })
     }
 
-    /// The caller, if a review allows them `verb` on `resource` in `ns`.
+    /// The caller, if a review allows them `verb` on `resource` in `ns` (a namespace that is no
+    /// DNS label is refused before anything is reviewed or read).
     async fn allowed(
         &self,
+        peer: SocketAddr,
         headers: &HeaderMap,
         verb: &str,
         resource: &str,
         ns: &str,
-    ) -> Result<Identity, ApiError> {
-        let who = self.caller(headers).await?;
-        self.access.authorize(&who, verb, resource, ns).await?;
-        Ok(who)
+    ) -> Result<Caller, ApiError> {
+        if !guard::valid_namespace(ns) {
+            return Err(ApiError::BadRequest(format!(
+                "{ns:?} is not a namespace name"
+            )));
+        }
+        let caller = self.caller(peer, headers).await?;
+        self.access
+            .authorize(&caller.who, verb, resource, ns)
+            .await?;
+        Ok(caller)
     }
 
     /// Finds a recording by id: UUIDv7 ids carry their start time, so one day's index (or a
@@ -301,16 +345,25 @@ struct Login {
     token: String,
 }
 
-async fn login(State(svc): State<Arc<Service>>, Form(form): Form<Login>) -> Response {
+async fn login(
+    State(svc): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<Login>,
+) -> Response {
     let token = form.token.trim().to_string();
-    match svc.access.authenticate(&token).await {
+    let from = guard::client(&svc.trusted_proxies, peer.ip(), &headers);
+    match svc.access.authenticate(&token, from.address).await {
         Ok(who) => {
-            tracing::info!(target: "opname::audit", user = %who.user, action = "login", "signed in");
+            tracing::info!(target: "opname::audit", user = %who.user, action = "login", from = %from.address, "signed in");
             let cookie = format!(
                 "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=28800{}",
                 if svc.secure_cookie { "; Secure" } else { "" }
             );
             ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        Err(AccessError::Throttled(secs)) => {
+            ApiError::from(AccessError::Throttled(secs)).into_response()
         }
         Err(_) => (
             StatusCode::UNAUTHORIZED,
@@ -327,9 +380,10 @@ async fn logout() -> Response {
 
 async fn whoami(
     State(svc): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let who = svc.caller(&headers).await?;
+    let who = svc.caller(peer, &headers).await?.who;
     Ok(axum::Json(
         serde_json::json!({ "user": who.user, "groups": who.groups }),
     ))
@@ -363,6 +417,7 @@ pub fn router(svc: Arc<Service>) -> Router {
             "/api/v1/namespaces/{ns}/bulkexports",
             get(exports::exports).post(exports::create_export),
         )
+        .layer(axum::middleware::from_fn(guard::refuse_cross_site))
         .with_state(svc)
 }
 
