@@ -147,9 +147,7 @@ impl std::str::FromStr for SourceRange {
             .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
             .map(|n| SourceRange(n.trunc()))
             .map_err(|_| {
-                ConfigError::Invalid(format!(
-                    "sip.allow: {s:?} is neither an address nor a CIDR range"
-                ))
+                ConfigError::Invalid(format!("{s:?} is neither an address nor a CIDR range"))
             })
     }
 }

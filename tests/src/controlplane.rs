@@ -457,12 +457,26 @@ impl ControlPlane {
         ns: &str,
         name: &str,
     ) -> String {
+        let token = self
+            .service_account_token(client, ns, name, "https://kubernetes.default.svc")
+            .await;
+        kubeconfig(&self.url, &token, ns)
+    }
+
+    /// A token of ServiceAccount `ns/name` for `audience` (`kubectl create token --audience`).
+    pub async fn service_account_token(
+        &self,
+        client: &kube::Client,
+        ns: &str,
+        name: &str,
+        audience: &str,
+    ) -> String {
         use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
         use k8s_openapi::api::core::v1::ServiceAccount;
         let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), ns);
         let request = TokenRequest {
             spec: Some(TokenRequestSpec {
-                audiences: Some(vec!["https://kubernetes.default.svc".into()]),
+                audiences: Some(vec![audience.into()]),
                 expiration_seconds: Some(3600),
                 ..Default::default()
             }),
@@ -472,8 +486,7 @@ impl ControlPlane {
             .create_token_request(name, &kube::api::PostParams::default(), &request)
             .await
             .expect("token request");
-        let token = answer.status.and_then(|s| s.token).expect("token");
-        kubeconfig(&self.url, &token, ns)
+        answer.status.and_then(|s| s.token).expect("token")
     }
 
     /// Creates plain namespaces.

@@ -507,20 +507,28 @@ pub fn ogg_opus_tone(seconds: u32) -> Vec<u8> {
 
 /// `opname-operator recordings` against a kubeconfig and the local store at `store_root`, on a
 /// free port, logging to `dir`.
-pub fn recordings_service(kubeconfig: &str, dir: &Path, store_root: &Path) -> (Proc, SocketAddr) {
-    let settings = dir.join("recordings.yaml");
+/// `trust` is the settings' `recordings:` block (`{}`: the defaults, tokens for audience
+/// `opname.dev/recordings` only; `{audiences: []}` for the control plane's static tokens).
+pub fn recordings_service(
+    kubeconfig: &str,
+    dir: &Path,
+    store_root: &Path,
+    trust: &str,
+) -> (Proc, SocketAddr) {
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let port = addr.port();
+    let settings = dir.join(format!("recordings-{port}.yaml"));
     std::fs::write(
         &settings,
         format!(
-            "store:\n  url: file://{}\n  prefix: recordings\n",
+            "store:\n  url: file://{}\n  prefix: recordings\nrecordings: {trust}\n",
             store_root.display()
         ),
     )
     .expect("settings");
-    let path = dir.join("kubeconfig-recordings");
+    let path = dir.join(format!("kubeconfig-recordings-{port}"));
     std::fs::write(&path, kubeconfig).expect("kubeconfig");
-    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let log = std::fs::File::create(dir.join("recordings.log")).expect("log");
+    let log = std::fs::File::create(dir.join(format!("recordings-{port}.log"))).expect("log");
     let proc = Proc::spawn(
         "opname-operator recordings",
         Command::new(bin("opname-operator"))

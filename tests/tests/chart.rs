@@ -1,6 +1,8 @@
 //! The Helm chart renders and lints with Helm's own code (PyPI `helm-python-sdk`), for the
 //! default values and for the other modes, and what it renders is what the operator reads.
 
+use std::collections::BTreeSet;
+
 use opname_operator::settings::{RtpMode, Settings};
 use opname_tests::helm::render;
 use serde_json::{Value, json};
@@ -27,10 +29,11 @@ fn default_values_render_lint_and_configure_the_operator() {
         .collect();
     assert!(severe.is_empty(), "lint warnings/errors: {severe:?}");
     for (kind, n) in [
-        ("ServiceAccount", 1),
-        // The operator's, and the viewer and exporter roles admins bind.
-        ("ClusterRole", 3),
-        ("ClusterRoleBinding", 1),
+        // The operator's and the recordings service's.
+        ("ServiceAccount", 2),
+        // Theirs, and the viewer and exporter roles admins bind.
+        ("ClusterRole", 4),
+        ("ClusterRoleBinding", 2),
         ("Role", 1),
         ("RoleBinding", 1),
         ("ConfigMap", 1),
@@ -65,8 +68,61 @@ fn default_values_render_lint_and_configure_the_operator() {
     let args = &recordings["spec"]["template"]["spec"]["containers"][0]["args"];
     assert_eq!(args[0], "recordings");
     assert_eq!(args[6], "true", "Secure cookie by default");
+    // Least privilege: the service behind the Ingress is not the operator.
+    let pod = &recordings["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "opname-recordings");
+    assert_eq!(
+        pod["containers"][0]["envFrom"][0]["secretRef"]["name"],
+        "opname-recordings-store"
+    );
+    let service_role = named("ClusterRole", "opname-recordings");
+    let granted: BTreeSet<String> = service_role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            let verbs = r["verbs"].as_array().unwrap().clone();
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(move |res| {
+                    let verbs = verbs.clone();
+                    verbs
+                        .into_iter()
+                        .map(move |v| format!("{} {}", v.as_str().unwrap(), res.as_str().unwrap()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let expected: BTreeSet<String> = [
+        "create tokenreviews",
+        "create subjectaccessreviews",
+        "get recordingpolicies",
+        "list recordingpolicies",
+        "watch recordingpolicies",
+        "get recordingholds",
+        "list recordingholds",
+        "watch recordingholds",
+        "list bulkexports",
+        "create bulkexports",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    assert_eq!(granted, expected);
+    let operator_role = named("ClusterRole", "opname-operator");
+    assert!(
+        !operator_role.to_string().contains("tokenreviews"),
+        "the operator reviews no tokens"
+    );
     let s = settings_of(&docs);
     assert_eq!(s.store.url, "s3://opname-recordings");
+    assert_eq!(
+        s.recordings,
+        opname_operator::settings::RecordingsSettings::default(),
+        "tokens for the service's own audience, no proxy trusted"
+    );
     assert_eq!(s.store.credentials_secret.as_deref(), Some("opname-store"));
     assert_eq!(s.capacity.max_calls_per_replica, 200);
     assert_eq!(s.rtp.mode, RtpMode::PodNetwork);

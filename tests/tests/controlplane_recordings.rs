@@ -1,11 +1,15 @@
 //! The recordings service on a real kube-apiserver, with the chart's RBAC and a token of the
-//! chart's ServiceAccount: a user token bound to the chart's `opname-recordings-viewer` role in the
-//! organisation's namespace lists its recordings; a valid token without the role is refused by
+//! service's own ServiceAccount: a user token bound to the chart's `opname-recordings-viewer`
+//! role in the organisation's namespace lists its recordings; a valid token without the role is refused by
 //! the real SubjectAccessReview (403), a made-up token by the real TokenReview (401), and the
-//! viewer is refused in a namespace where it has no binding.
+//! viewer is refused in a namespace where it has no binding. Tokens must be minted for the
+//! service's audience (the same person's API-server token is refused), namespaces that are no
+//! DNS label get 400, and junk tokens are throttled after a few TokenReviews.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
+use opname_operator::recordings::access::MAX_FAILURES;
+use opname_operator::settings::RECORDINGS_AUDIENCE;
 use opname_tests::controlplane::ControlPlane;
 use serde_json::json;
 
@@ -44,8 +48,9 @@ async fn real_token_and_access_reviews_decide_who_lists_recordings() {
         json!({"store": {"url": format!("file://{}", store_root.display())}}),
     )
     .await;
+    // The service runs as its own ServiceAccount, not the operator's.
     let service_kubeconfig = cp
-        .service_account_kubeconfig(&admin, "opname-system", "opname-operator")
+        .service_account_kubeconfig(&admin, "opname-system", "opname-recordings")
         .await;
     // Two users of the organisation: one the admin bound to the viewer role, one not.
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), "acme");
@@ -65,24 +70,94 @@ async fn real_token_and_access_reviews_decide_who_lists_recordings() {
         "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": "acme"}],
     });
     cp.apply(&admin, &[&binding]).await;
-    let viewer = token_of(
+    // As the README says: `kubectl create token viewer --audience opname.dev/recordings`.
+    let viewer = cp
+        .service_account_token(&admin, "acme", "viewer", RECORDINGS_AUDIENCE)
+        .await;
+    let stranger = cp
+        .service_account_token(&admin, "acme", "stranger", RECORDINGS_AUDIENCE)
+        .await;
+    // The same person's token for the API server itself: worth everything there, nothing here.
+    let api_token = token_of(
         &cp.service_account_kubeconfig(&admin, "acme", "viewer")
-            .await,
-    );
-    let stranger = token_of(
-        &cp.service_account_kubeconfig(&admin, "acme", "stranger")
             .await,
     );
 
     let (_service, addr) =
-        opname_tests::recordings_service(&service_kubeconfig, dir.path(), &store_root);
+        opname_tests::recordings_service(&service_kubeconfig, dir.path(), &store_root, "{}");
     let list = "/api/v1/namespaces/acme/recordings";
     assert_eq!(status(addr, list, &viewer).await, 200);
     assert_eq!(status(addr, list, &stranger).await, 403);
+    assert_eq!(
+        status(addr, list, &api_token).await,
+        401,
+        "a token for the API server's audience is refused, so the service never collects one"
+    );
     assert_eq!(status(addr, list, "not-a-token").await, 401);
     assert_eq!(
         status(addr, "/api/v1/namespaces/other/recordings", &viewer).await,
         403,
         "the binding is for acme only"
     );
+    for bad in ["ACME", "acme_1", "-acme", &"a".repeat(64)] {
+        assert_eq!(
+            status(
+                addr,
+                &format!("/api/v1/namespaces/{bad}/recordings"),
+                &viewer
+            )
+            .await,
+            400,
+            "{bad} is no namespace name"
+        );
+    }
+
+    // Junk tokens: refused, then throttled without a review each.
+    let reviews = || {
+        cp.audited("system:serviceaccount:opname-system:opname-recordings")
+            .iter()
+            .filter(|(r, _)| r.starts_with("create authentication.k8s.io/tokenreviews"))
+            .count()
+    };
+    let before = reviews();
+    // A refused token, repeated, is refused from memory (it still counts against the client).
+    assert_eq!(status(addr, list, &api_token).await, 401);
+    let mut refused = 0;
+    let throttled = loop {
+        let resp = reqwest::Client::new()
+            .get(format!("http://{addr}{list}"))
+            .bearer_auth(format!("junk-{refused}"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            break resp;
+        }
+        assert_eq!(resp.status(), 401);
+        refused += 1;
+        assert!(
+            refused <= MAX_FAILURES,
+            "no throttling after {refused} refusals"
+        );
+    };
+    let wait: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    for n in 0..20 {
+        assert_eq!(status(addr, list, &format!("more-junk-{n}")).await, 429);
+    }
+    // The API server writes an audit line as its response completes: wait for the last one.
+    opname_tests::wait_until(std::time::Duration::from_secs(5), || {
+        reviews() - before >= refused as usize
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        reviews() - before,
+        refused as usize,
+        "one TokenReview per refused junk token before the throttle, none after"
+    );
+    cp.assert_chart_rbac_sufficed();
 }

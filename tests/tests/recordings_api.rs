@@ -1,9 +1,15 @@
 //! The recordings API through the real `opname-operator recordings` service (with a token of the
 //! chart's ServiceAccount), with access decided by a real kube-apiserver's TokenReview and
 //! SubjectAccessReview from the chart's roles and RoleBindings: filters, cursor
-//! pagination, one record, audio with Range requests and download names, the audit trail of plays
-//! and downloads, exports listed and requested; 401 without a token, 403 without permission and
-//! across namespaces.
+//! pagination, one record, audio with Range requests and download names, the audit trail of plays,
+//! downloads and record reads, exports listed and requested; 401 without a token, 403 without
+//! permission and across namespaces. The service runs as an OIDC login proxy's backend would
+//! (`audiences: []`, the proxy trusted): the control plane's users hold static tokens.
+//!
+//! The bypasses once possible, each refused: a first fetch from byte 1 escapes the audit, a
+//! client's own `X-Forwarded-For` names the audited address, a record read is not audited, the
+//! same user without the required group rides on a cached decision, a cross-site page signs a
+//! browser in or requests an export, and listings write index objects for empty days.
 
 use std::collections::BTreeSet;
 
@@ -99,9 +105,20 @@ async fn list_filter_page_play_download_and_access_control() {
             name: "nobody@acme.example",
             groups: &[],
         },
+        // The admin again, without the admins' group (another login, a scoped token).
+        User {
+            token: "admin-ungrouped-token",
+            name: "admin@acme.example",
+            groups: &[],
+        },
+        User {
+            token: "listener-token",
+            name: "listener@acme.example",
+            groups: &["acme-admins"],
+        },
     ])
     .await;
-    let kubeconfig = server
+    server
         .install(
             &["acme", "other"],
             json!({"store": {"url": format!("file://{}", store_dir.display())}}),
@@ -127,7 +144,18 @@ async fn list_filter_page_play_download_and_access_control() {
             ("User", "viewer@acme.example"),
         )
         .await;
-    let (_svc, addr) = recordings_service(&kubeconfig, dir, &store_dir);
+    let kubeconfig = server
+        .service_account_kubeconfig(&server.client().await, "opname-system", "opname-recordings")
+        .await;
+    let (_svc, addr) = recordings_service(
+        &kubeconfig,
+        dir,
+        &store_dir,
+        "{audiences: [], trustedProxies: [127.0.0.1/32]}",
+    );
+    // The same service where nobody is a trusted proxy.
+    let (_untrusting, untrusting) =
+        recordings_service(&kubeconfig, dir, &store_dir, "{audiences: []}");
     let c = Client {
         http: reqwest::Client::new(),
         base: format!("http://{addr}"),
@@ -142,6 +170,13 @@ async fn list_filter_page_play_download_and_access_control() {
 
     // All of acme's calls in the range, newest first.
     let all = c.json("admin-token", LIST).await;
+    // The admin's decision is cached; the same name without the group is asked again.
+    assert_eq!(
+        c.get(Some("admin-ungrouped-token"), LIST, None)
+            .await
+            .status(),
+        403
+    );
     let items = all["items"].as_array().unwrap();
     assert_eq!(items.len(), 15);
     let starts: Vec<&str> = items.iter().map(|i| i["start"].as_str().unwrap()).collect();
@@ -253,6 +288,34 @@ async fn list_filter_page_play_download_and_access_control() {
         disposition,
         format!("attachment; filename=\"{stamp}_+31201234567_carol_{id}.opus\"")
     );
+    assert_eq!(
+        c.get(Some("admin-ungrouped-token"), &audio_path, None)
+            .await
+            .status(),
+        403
+    );
+    // Another person's first fetch starts at byte 1, through a trusted proxy: audited, with the
+    // address the proxy forwarded for.
+    let sly = c
+        .http
+        .get(format!("{}{audio_path}", c.base))
+        .bearer_auth("listener-token")
+        .header("range", "bytes=1-")
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sly.status(), 206);
+    assert_eq!(sly.bytes().await.unwrap().to_vec(), audio_of[&id][1..]);
+    // Where the peer is no trusted proxy, its header names nobody (and is kept as sent).
+    let spoofed = reqwest::Client::new()
+        .get(format!("http://{untrusting}{audio_path}?download=1"))
+        .bearer_auth("listener-token")
+        .header("x-forwarded-for", "198.51.100.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spoofed.status(), 200);
     // Viewing the list is not hearing: the viewer may list but not play.
     assert_eq!(c.get(Some("viewer-token"), LIST, None).await.status(), 200);
     assert_eq!(
@@ -268,7 +331,8 @@ async fn list_filter_page_play_download_and_access_control() {
         404
     );
 
-    // Audit: the play and the download (their first bytes), not the seeks; nothing for denials.
+    // Audit: the record read, the play and the download, not the seeks of the same play; the
+    // other person's play from byte 1 and download; nothing for denials.
     let mut audits: Vec<Value> = Vec::new();
     let mut listing = store.list(Some(&"recordings".into()));
     while let Some(m) = listing.next().await {
@@ -293,31 +357,101 @@ async fn list_filter_page_play_download_and_access_control() {
             )
         })
         .collect();
-    assert_eq!(audits.len(), 2, "{audits:?}");
+    assert_eq!(audits.len(), 5, "{audits:?}");
+    let expected: BTreeSet<(String, String, String)> = [
+        ("record", "admin"),
+        ("play", "admin"),
+        ("download", "admin"),
+        ("play", "listener"),
+        ("download", "listener"),
+    ]
+    .into_iter()
+    .map(|(a, who)| (a.to_string(), format!("{who}@acme.example"), id.clone()))
+    .collect();
+    assert_eq!(actions, expected);
+    let of = |action: &str, who: &str| {
+        audits
+            .iter()
+            .find(|a| a["action"] == action && a["who"] == format!("{who}@acme.example"))
+            .unwrap()
+            .clone()
+    };
+    for action in ["record", "play", "download"] {
+        let a = of(action, "admin");
+        assert_eq!(
+            (&a["from"], &a["peer"]),
+            (&json!("127.0.0.1"), &json!("127.0.0.1"))
+        );
+        assert!(a.get("forwardedFor").is_none());
+    }
+    let proxied = of("play", "listener");
+    assert_eq!(proxied["from"], "203.0.113.9", "a trusted proxy's word");
+    assert_eq!(proxied["peer"], "127.0.0.1");
+    let spoofed = of("download", "listener");
     assert_eq!(
-        actions,
-        [
-            (
-                "download".to_string(),
-                "admin@acme.example".to_string(),
-                id.clone()
-            ),
-            (
-                "play".to_string(),
-                "admin@acme.example".to_string(),
-                id.clone()
-            ),
-        ]
-        .into_iter()
-        .collect()
+        spoofed["from"], "127.0.0.1",
+        "an untrusted peer's header names nobody"
     );
-    assert!(audits.iter().all(|a| a["from"] == "127.0.0.1"));
+    assert_eq!(spoofed["forwardedFor"], "198.51.100.7");
+
+    // Listing walked 1–4 November and a lookup reached a crafted day: only days with recordings
+    // have index objects.
+    for crafted in [
+        "00000000-0000-7000-8000-000000000000",
+        "0fffffff-ffff-7000-8000-000000000000",
+    ] {
+        let path = format!("/api/v1/namespaces/acme/recordings/{crafted}");
+        assert_eq!(c.get(Some("admin-token"), &path, None).await.status(), 404);
+    }
+    let indexes = opname_tests::store_keys(store.as_ref(), Some("recordings/index")).await;
+    assert_eq!(
+        indexes,
+        [
+            "recordings/index/acme/2026/11/02.json",
+            "recordings/index/acme/2026/11/03.json"
+        ],
+        "no index for empty or crafted days"
+    );
+
+    // A page elsewhere can neither sign a browser in nor request an export.
+    let cross_login = c
+        .http
+        .post(format!("{}/login", c.base))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_login.status(), 403);
+    assert!(cross_login.headers().get("set-cookie").is_none());
+    let fetched_login = c
+        .http
+        .post(format!("{}/login", c.base))
+        .header("sec-fetch-site", "cross-site")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=admin-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched_login.status(), 403);
+    let cross_export = c
+        .http
+        .post(format!("{}/api/v1/namespaces/acme/bulkexports", c.base))
+        .header("origin", "https://evil.example")
+        .bearer_auth("admin-token")
+        .json(&serde_json::json!({"month": "2026-10"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_export.status(), 403);
 
     // Exports: requested and listed by an exporter, refused to a viewer.
     let exports = "/api/v1/namespaces/acme/bulkexports";
     let made = c
         .http
         .post(format!("{}{exports}", c.base))
+        .header("origin", c.base.as_str())
         .bearer_auth("admin-token")
         .json(&serde_json::json!({"month": "2026-10", "emails": ["admin@acme.example"]}))
         .send()
@@ -329,6 +463,11 @@ async fn list_filter_page_play_download_and_access_control() {
         .unwrap()
         .to_string();
     let listed = c.json("admin-token", exports).await;
+    assert_eq!(
+        listed["items"].as_array().unwrap().len(),
+        1,
+        "the cross-site one was never made"
+    );
     assert_eq!(listed["items"][0]["name"], name.as_str());
     assert_eq!(listed["items"][0]["month"], "2026-10");
     let stored = server.list("opname.dev", "v1alpha1", "bulkexports", Some("acme"));

@@ -114,18 +114,22 @@ async fn sign_in_filter_play_download_and_export() {
         groups: &[],
     }])
     .await;
-    let kubeconfig = server
+    server
         .install(
             &["acme"],
             json!({"store": {"url": format!("file://{}", store_dir.display())}}),
         )
+        .await;
+    let kubeconfig = server
+        .service_account_kubeconfig(&server.client().await, "opname-system", "opname-recordings")
         .await;
     for role in ["opname-recordings-viewer", "opname-recordings-exporter"] {
         server
             .bind("acme", "ClusterRole", role, ("User", "admin@acme.example"))
             .await;
     }
-    let (_svc, addr) = recordings_service(&kubeconfig, dir, &store_dir);
+    // Static tokens know no audiences: the service trusts them as an OIDC proxy's backend would.
+    let (_svc, addr) = recordings_service(&kubeconfig, dir, &store_dir, "{audiences: []}");
 
     let port = free_port();
     let downloads = dir.join("downloads");
