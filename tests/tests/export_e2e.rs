@@ -304,6 +304,96 @@ async fn export_job_links_email_gate_and_cancel() {
     assert_ne!(renewed, url);
     assert_eq!(http.get(&renewed).send().await.unwrap().status(), 200);
 
+    // The status says when the archives go: whole days after the start.
+    let done = export(&server, "oct")["status"].clone();
+    let started: jiff::Timestamp = done["startTime"].as_str().unwrap().parse().unwrap();
+    let expire: jiff::Timestamp = done["archivesExpire"].as_str().unwrap().parse().unwrap();
+    let kept = expire.duration_since(started);
+    assert!(
+        kept.as_secs() > 0 && kept.as_secs() % 86_400 == 0,
+        "archives kept {kept:?}"
+    );
+
+    // Renewal refuses to sign a key that is not this export's (a status anyone could patch),
+    // and one whose archive the store no longer has; the links leave the status either way.
+    let renew = |value: &'static str| {
+        let server = &server;
+        async move {
+            let (code, _) = server
+                .request(
+                    "PATCH",
+                    "/apis/opname.dev/v1alpha1/namespaces/acme/bulkexports/oct",
+                    "application/merge-patch+json",
+                    &json!({"metadata": {"annotations": {"opname.dev/renew-links": value}}})
+                        .to_string(),
+                )
+                .await;
+            assert_eq!(code, 200);
+            wait_for("the renewal's answer", 30, || {
+                export(server, "oct")["status"]["linksRenewedFor"] == value
+            })
+            .await;
+            export(server, "oct")["status"].clone()
+        }
+    };
+    let set_parts = |parts: Value| {
+        let server = &server;
+        async move {
+            let (code, body) = server
+                .request(
+                    "PATCH",
+                    "/apis/opname.dev/v1alpha1/namespaces/acme/bulkexports/oct/status",
+                    "application/merge-patch+json",
+                    &json!({"status": {"parts": parts}}).to_string(),
+                )
+                .await;
+            assert_eq!(code, 200, "{body}");
+        }
+    };
+    let recording = store_keys(store.as_ref(), Some("recordings"))
+        .await
+        .into_iter()
+        .find(|k| k.ends_with(".opus") && !k.contains("/exports/"))
+        .unwrap();
+    let mut foreign = done["parts"].clone();
+    foreign[0]["key"] = json!(recording);
+    set_parts(foreign).await;
+    let refused = renew("2").await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("not under this export's own prefix"),
+        "{refused}"
+    );
+    assert!(
+        refused["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p.get("url").is_none()),
+        "no link at all: {refused}"
+    );
+    set_parts(done["parts"].clone()).await;
+    object_store::ObjectStoreExt::delete(store.as_ref(), &part_keys[0].as_str().into())
+        .await
+        .unwrap();
+    let gone = renew("3").await;
+    assert!(
+        gone["message"].as_str().unwrap().contains("is gone"),
+        "{gone}"
+    );
+    assert!(gone["parts"][0].get("url").is_none());
+    let events = server.list("events.k8s.io", "v1", "events", Some("acme"));
+    for reason in ["LinksRefused", "ArchivesGone"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["reason"] == reason && e["type"] == "Warning"),
+            "{reason}: {events:?}"
+        );
+    }
+
     // The gate: carol keeps recordings 30 days.
     let (code, _) = server
         .create_yaml(&create(

@@ -97,6 +97,10 @@ pub struct BulkExportStatus {
     /// When the notification e-mail went out (it goes once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified: Option<Time>,
+    /// When the store deletes the archives (`export.archiveDays` after the start); their
+    /// links leave the status then, and renewal is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archives_expire: Option<Time>,
     /// The value of the `opname.dev/renew-links` annotation the links were last signed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub links_renewed_for: Option<String>,

@@ -37,10 +37,13 @@ use crate::export::notify::NotifyError;
 use crate::export::parts;
 use crate::export::parts::ExportError;
 use crate::settings::Settings;
+use opname_model::layout::Layout;
 
 mod job;
+mod renewal;
 
 pub use job::*;
+pub use renewal::{archives_expire, sign_parts, unlinked};
 
 pub const FINALIZER: &str = "opname.dev/remove-archives";
 
@@ -56,6 +59,8 @@ pub enum Error {
     Links(#[from] LinkError),
     #[error("notification e-mail: {0}")]
     Notify(#[from] NotifyError),
+    #[error("part {0:?} is not under the export's own prefix")]
+    ForeignKey(String),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
@@ -68,6 +73,7 @@ impl MetricLabel for Error {
             Error::Export(_) => "export",
             Error::Links(_) => "links",
             Error::Notify(_) => "notify",
+            Error::ForeignKey(_) => "foreign_key",
             Error::Finalizer(_) => "finalizer",
         }
     }
@@ -220,23 +226,6 @@ async fn merge_status(
     Ok(())
 }
 
-/// Signs a link for every part.
-pub async fn sign_parts(
-    signer: Option<&LinkSigner>,
-    parts: &mut [ExportPart],
-    ttl: Option<&str>,
-) -> Result<(), Error> {
-    let Some(signer) = signer else { return Ok(()) };
-    let ttl = ttl.map(parse_ttl).transpose()?;
-    let now = jiff::Timestamp::now();
-    for p in parts {
-        let (url, expires) = signer.sign(&p.key, ttl, now).await?;
-        p.url = Some(url);
-        p.expires = Some(Time(expires));
-    }
-    Ok(())
-}
-
 async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
     let ns = bex.namespace().unwrap_or_default();
     let name = bex.name_any();
@@ -335,30 +324,13 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
             }
             let renew = bex.annotations().get(RENEW);
             if status.phase == Some(ExportPhase::Succeeded)
-                && renew.is_some()
+                && let Some(value) = renew
                 && renew != status.links_renewed_for.as_ref()
             {
-                let signer = LinkSigner::from_settings(
-                    &ctx.settings.store,
-                    ctx.settings.export.public_endpoint.as_deref(),
-                )?;
-                let mut parts = status.parts.clone();
-                sign_parts(signer.as_ref(), &mut parts, bex.spec.link_ttl.as_deref()).await?;
-                patch_status(
-                    &api,
-                    &name,
-                    serde_json::json!({ "parts": parts, "linksRenewedFor": renew }),
-                )
-                .await?;
-                ctx.event(
-                    &oref,
-                    EventType::Normal,
-                    "LinksRenewed",
-                    format!("{} download links signed again", parts.len()),
-                )
-                .await;
+                renewal::renew(bex, &api, ctx, value).await?;
+                return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            Ok(Action::await_change())
+            renewal::expire(bex, &api, ctx).await
         }
     }
 }

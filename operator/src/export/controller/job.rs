@@ -242,9 +242,16 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
             expires: None,
         })
         .collect();
-    sign_parts(signer.as_ref(), &mut parts, bex.spec.link_ttl.as_deref())
-        .await
-        .map_err(|e| e.to_string())?;
+    sign_parts(
+        signer.as_ref(),
+        catalog.layout(),
+        ns,
+        name,
+        &mut parts,
+        bex.spec.link_ttl.as_deref(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let total: i64 = parts.iter().map(|p| p.recordings).sum();
     let message = if parts.is_empty() {
         Some(format!(
@@ -260,6 +267,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
         serde_json::json!({
             "phase": ExportPhase::Succeeded,
             "completionTime": Time(jiff::Timestamp::now()),
+            "archivesExpire": archives_expire(start.0, settings.export.archive_days).map(Time),
             "message": message,
             "parts": parts,
             "progress": last,
