@@ -204,6 +204,35 @@ impl Record {
             .collect()
     }
 
+    /// Where the user's own device (the identity the policy matched) is among the participants.
+    fn own(&self) -> Option<usize> {
+        let me = crate::identity::normalize(&self.matched_identity)?;
+        self.participants.iter().position(|p| {
+            p.aor
+                .as_deref()
+                .and_then(crate::identity::normalize)
+                .is_some_and(|k| k == me)
+        })
+    }
+
+    /// The other party: the first participant that is not the user's own matched device. An
+    /// inbound call lists the caller first and the user second, so position alone names the
+    /// user's own number as the other party.
+    pub fn other_party(&self) -> Option<String> {
+        let own = self.own();
+        self.participants
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != own)
+            .find_map(|(_, p)| p.aor.clone())
+    }
+
+    /// Whether the user placed the call: SRCs list the calling participant first (RFC 7865
+    /// metadata has no direction of its own); `None` when the user's device is not listed.
+    pub fn outbound(&self) -> Option<bool> {
+        self.own().map(|i| i == 0)
+    }
+
     /// An on-demand call nobody asked to keep.
     pub fn unkept(&self) -> bool {
         self.mode == Mode::OnDemand && self.kept_at.is_none()
@@ -225,6 +254,22 @@ mod tests {
         "retentionDays": 7, "retainUntil": "2026-11-09T09:31:00Z",
         "complete": true, "endReason": "bye", "recorder": "test"
     }"#;
+
+    #[test]
+    fn the_other_party_is_whoever_is_not_the_user() {
+        let mut r = Record::parse("k", STORED.as_bytes()).unwrap();
+        // Outbound: the user (tel:1001, spelled sip:1001@pbx) first.
+        assert_eq!(r.other_party().as_deref(), Some("tel:+3120"));
+        assert_eq!(r.outbound(), Some(true));
+        // Inbound: the caller first, the user second.
+        r.participants.reverse();
+        assert_eq!(r.other_party().as_deref(), Some("tel:+3120"));
+        assert_eq!(r.outbound(), Some(false));
+        // The user's device not listed: the first participant, direction unknown.
+        r.matched_identity = "tel:999".into();
+        assert_eq!(r.other_party().as_deref(), Some("tel:+3120"));
+        assert_eq!(r.outbound(), None);
+    }
 
     #[test]
     fn reads_back_what_is_stored_and_round_trips() {

@@ -54,6 +54,7 @@ async fn list_filter_page_play_download_and_access_control() {
     let (store, store_dir) = opname_tests::local_store(dir);
     // acme: 12 calls on 2 November and 3 on the 3rd; another organisation's 2.
     let mut audio_of = std::collections::HashMap::new();
+    let mut inbound = String::new();
     for n in 0..17u32 {
         let (ns, day) = match n {
             0..12 => ("acme", "2026-11-02"),
@@ -84,7 +85,29 @@ async fn list_filter_page_play_download_and_access_control() {
             ],
             audio: audio.clone(),
         };
-        r.put(store.as_ref(), "recordings").await;
+        let stem = r.put(store.as_ref(), "recordings").await;
+        if n == 5 {
+            // Inbound: the caller listed first, the user's own device (carol's desk) second.
+            let key = object_store::path::Path::from(format!("{stem}.json"));
+            let mut record: Value = serde_json::from_slice(
+                &object_store::ObjectStoreExt::get(store.as_ref(), &key)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            record["matchedIdentity"] = json!("sip:carol@example.com");
+            object_store::ObjectStoreExt::put(
+                store.as_ref(),
+                &key,
+                record.to_string().into_bytes().into(),
+            )
+            .await
+            .unwrap();
+            inbound = r.id.clone();
+        }
         audio_of.insert(r.id.clone(), audio);
     }
     // People of acme with static tokens; what they may do comes only from RoleBindings, checked
@@ -184,6 +207,19 @@ async fn list_filter_page_play_download_and_access_control() {
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(starts, sorted, "newest first");
     assert!(all["next"].is_null());
+    // The other party is whoever is not the user's own device, not the second participant.
+    for i in items {
+        let (other, direction) = if i["id"] == inbound.as_str() {
+            ("sip:+31201234567@pbx.example", "inbound")
+        } else {
+            ("sip:carol@example.com", "outbound")
+        };
+        assert_eq!(
+            (&i["otherParty"], &i["direction"]),
+            (&json!(other), &json!(direction)),
+            "{i}"
+        );
+    }
 
     // Cursor pages of 4 give the same calls once each.
     let mut paged = Vec::new();

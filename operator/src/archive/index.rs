@@ -28,6 +28,12 @@ pub struct IndexEntry {
     pub duration_seconds: f64,
     /// Participants' AoRs, the caller first.
     pub parties: Vec<String>,
+    /// The participant that is not the user's own device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other: Option<String>,
+    /// Whether the user placed the call (`None`: the user's device is not listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<bool>,
     pub complete: bool,
     pub size: u64,
     pub retention_days: u32,
@@ -49,10 +55,16 @@ impl IndexEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DayIndex {
+    /// [`SCHEMA`] when built; an index of an older schema is rebuilt from the records.
+    #[serde(default)]
+    pub schema: u32,
     pub built: Option<jiff::Timestamp>,
     /// In id (= start time) order.
     pub entries: Vec<IndexEntry>,
 }
+
+/// The entries' current form (1: `other` and `outbound`).
+pub const SCHEMA: u32 = 1;
 
 fn key(catalog: &Catalog, ns: &str, day: jiff::civil::Date) -> Path {
     catalog.layout().index(ns, day)
@@ -85,6 +97,7 @@ pub async fn build(
     previous: Option<&DayIndex>,
 ) -> Result<DayIndex, CatalogError> {
     let known: HashMap<&str, &IndexEntry> = previous
+        .filter(|p| p.schema == SCHEMA)
         .map(|p| p.entries.iter().map(|e| (e.id.as_str(), e)).collect())
         .unwrap_or_default();
     let found = catalog.list(ns, &day_path(day)).await?;
@@ -105,6 +118,8 @@ pub async fn build(
                 Ok::<_, CatalogError>(IndexEntry {
                     id: e.id.clone(),
                     parties: s.parties(),
+                    other: s.other_party(),
+                    outbound: s.outbound(),
                     user: s.user,
                     start: Some(s.start),
                     duration_seconds: s.duration_seconds,
@@ -122,6 +137,7 @@ pub async fn build(
         .try_collect()
         .await?;
     let index = DayIndex {
+        schema: SCHEMA,
         built: Some(jiff::Timestamp::now()),
         entries,
     };
@@ -234,6 +250,35 @@ mod tests {
         assert_eq!(load(&catalog, "acme", day).await.unwrap(), None);
     }
 
+    #[tokio::test]
+    async fn empty_days_write_nothing_and_old_schemas_are_rebuilt() {
+        let mem = Arc::new(InMemory::new());
+        let catalog = Catalog::new(mem.clone(), "rec");
+        let day = jiff::civil::date(2026, 11, 2);
+        let empty = build(&catalog, "acme", day, None).await.unwrap();
+        assert!(empty.entries.is_empty());
+        assert_eq!(
+            load(&catalog, "acme", day).await.unwrap(),
+            None,
+            "nothing written"
+        );
+        put_recording(&mem, 30, "a", "alice").await;
+        let one = build(&catalog, "acme", day, None).await.unwrap();
+        assert!(load(&catalog, "acme", day).await.unwrap().is_some());
+        // An index of an older schema is not trusted for what it knows.
+        let mut old = one.clone();
+        old.schema = 0;
+        old.entries[0].user = "stale".into();
+        let rebuilt = build(&catalog, "acme", day, Some(&old)).await.unwrap();
+        assert_eq!(rebuilt.entries[0].user, "alice");
+        // The day emptied (erasure, expiry): its stored index goes.
+        let keys = opname_model::layout::Layout::new("rec").recording(30, "acme", day, "a");
+        mem.delete(&keys.audio).await.unwrap();
+        mem.delete(&keys.record).await.unwrap();
+        build(&catalog, "acme", day, Some(&rebuilt)).await.unwrap();
+        assert_eq!(load(&catalog, "acme", day).await.unwrap(), None);
+    }
+
     #[test]
     fn expired_entries_are_hidden_unless_held() {
         let now: jiff::Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
@@ -244,6 +289,8 @@ mod tests {
             duration_seconds: 1.0,
             parties: vec![],
             complete: true,
+            other: None,
+            outbound: None,
             size: 1,
             retention_days: 1,
             retain_until: Some("2026-11-03T00:00:00Z".parse().unwrap()),

@@ -69,6 +69,8 @@ pub(super) fn item(ns: &str, e: &IndexEntry) -> serde_json::Value {
         "durationSeconds": e.duration_seconds,
         "from": e.parties.first(),
         "to": e.parties.get(1),
+        "otherParty": e.other,
+        "direction": e.outbound.map(|o| if o { "outbound" } else { "inbound" }),
         "parties": e.parties,
         "complete": e.complete,
         "size": e.size,

@@ -447,6 +447,8 @@ mod tests {
                 "sip:+31201234567@pbx.example".into(),
                 "sip:bob@example.com".into(),
             ],
+            other: Some("sip:bob@example.com".into()),
+            outbound: Some(true),
             complete: true,
             size: 1000,
             retention_days: 30,
