@@ -370,6 +370,9 @@ pub struct Policy {
     pub retention_days: u32,
     #[serde(default)]
     pub suspended: bool,
+    /// How callers are told, carried into every record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<crate::policy::Notice>,
 }
 
 impl Config {

@@ -16,6 +16,31 @@ pub enum Mode {
     OnDemand,
 }
 
+/// Who tells callers that the call is recorded. opname receives a fork of the call and cannot
+/// play audio into it, so the announcement is the PBX's or the SBC's (or an IVR's, or the user's
+/// own words); the policy states which, and every record carries it as evidence.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum Announcer {
+    #[serde(rename = "PBX")]
+    Pbx,
+    #[serde(rename = "SBC")]
+    Sbc,
+    #[serde(rename = "IVR")]
+    Ivr,
+    /// The user tells the other party (on-demand users who key the code, for instance).
+    User,
+}
+
+/// How callers are told: by whom, and what they hear.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Notice {
+    pub announced_by: Announcer,
+    /// The announcement's words, as callers hear them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
 /// The DTMF code that keeps an on-demand call when a policy names none.
 pub const DEFAULT_KEEP_CODE: &str = "*44";
 

@@ -139,6 +139,9 @@ pub struct Record {
     pub audio: Audio,
     pub retention_days: u32,
     pub retain_until: jiff::Timestamp,
+    /// How callers were told the call is recorded, as the policy stated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<crate::policy::Notice>,
     /// On demand: when the user keyed the keep code (the whole call is kept, from its start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept_at: Option<jiff::Timestamp>,

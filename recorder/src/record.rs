@@ -84,6 +84,7 @@ pub fn initial(
         },
         retention_days: policy.retention_days,
         retain_until: started,
+        notice: policy.notice.clone(),
         kept_at: None,
         complete: false,
         end_reason: EndReason::Crashed,

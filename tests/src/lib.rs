@@ -475,6 +475,30 @@ impl Synthetic<'_> {
             .expect("record");
         stem
     }
+
+    /// Merges `patch` into the record stored at `{stem}.json` (fields a test needs that the
+    /// synthetic record leaves out or fills differently).
+    pub async fn patch_record(
+        store: &dyn object_store::ObjectStore,
+        stem: &str,
+        patch: serde_json::Value,
+    ) {
+        use object_store::ObjectStoreExt;
+        let key = object_store::path::Path::from(format!("{stem}.json"));
+        let bytes = store
+            .get(&key)
+            .await
+            .expect("record")
+            .bytes()
+            .await
+            .expect("record");
+        let mut record: serde_json::Value = serde_json::from_slice(&bytes).expect("record");
+        merge(&mut record, &patch);
+        store
+            .put(&key, record.to_string().into_bytes().into())
+            .await
+            .expect("record");
+    }
 }
 
 /// `seconds` of a stereo tone as Ogg Opus (the recorder's own writer), for tests that play audio.

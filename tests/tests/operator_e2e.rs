@@ -189,6 +189,10 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     assert_eq!(record["user"], "alice@acme.example");
     assert_eq!(record["policy"], "alice");
     assert_eq!(record["retentionDays"], 90);
+    assert_eq!(
+        record["notice"]["announcedBy"], "PBX",
+        "the example's notice, through the operator and the recorder into the record"
+    );
     assert!(
         json_file
             .to_string_lossy()

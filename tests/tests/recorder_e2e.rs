@@ -18,7 +18,7 @@ use sha2::Digest;
 
 const CALLER: &str = "sip:+31201234567@pbx.example.com";
 const CALLEE: &str = "sip:+441632960000@carrier.example";
-const POLICY: &str = "  - name: alice\n    user: alice@acme.example\n    identities: [\"tel:+31201234567\", \"sip:alice@acme.example\"]\n    retentionDays: 30\n";
+const POLICY: &str = "  - name: alice\n    user: alice@acme.example\n    identities: [\"tel:+31201234567\", \"sip:alice@acme.example\"]\n    retentionDays: 30\n    notice: {announcedBy: PBX, text: \"Dit gesprek wordt opgenomen.\"}\n";
 const HOLD_MS: u64 = 6500;
 
 struct Sources {
@@ -64,6 +64,11 @@ fn check_recording(
     assert_eq!(record["complete"], true, "{transport_note}: ended by BYE");
     assert_eq!(record["endReason"], "bye");
     assert_eq!(record["retentionDays"], 30);
+    assert_eq!(
+        record["notice"],
+        serde_json::json!({"announcedBy": "PBX", "text": "Dit gesprek wordt opgenomen."}),
+        "the policy's notice is evidence in every record"
+    );
     assert_eq!(record["codecs"], serde_json::json!(["PCMU"]));
     assert_eq!(record["participants"][0]["aor"], CALLER);
     assert_eq!(record["participants"][0]["channel"], "left");

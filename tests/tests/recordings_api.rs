@@ -88,24 +88,10 @@ async fn list_filter_page_play_download_and_access_control() {
         let stem = r.put(store.as_ref(), "recordings").await;
         if n == 5 {
             // Inbound: the caller listed first, the user's own device (carol's desk) second.
-            let key = object_store::path::Path::from(format!("{stem}.json"));
-            let mut record: Value = serde_json::from_slice(
-                &object_store::ObjectStoreExt::get(store.as_ref(), &key)
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap(),
-            )
-            .unwrap();
-            record["matchedIdentity"] = json!("sip:carol@example.com");
-            object_store::ObjectStoreExt::put(
-                store.as_ref(),
-                &key,
-                record.to_string().into_bytes().into(),
-            )
-            .await
-            .unwrap();
+            // Its policy states that the SBC announces the recording.
+            let patch = json!({"matchedIdentity": "sip:carol@example.com",
+                "notice": {"announcedBy": "SBC", "text": "This call is recorded."}});
+            Synthetic::patch_record(store.as_ref(), &stem, patch).await;
             inbound = r.id.clone();
         }
         audio_of.insert(r.id.clone(), audio);
@@ -219,6 +205,12 @@ async fn list_filter_page_play_download_and_access_control() {
             (&json!(other), &json!(direction)),
             "{i}"
         );
+        let notice = if i["id"] == inbound.as_str() {
+            json!({"announcedBy": "SBC", "text": "This call is recorded."})
+        } else {
+            Value::Null
+        };
+        assert_eq!(i["notice"], notice, "{i}");
     }
 
     // Cursor pages of 4 give the same calls once each.

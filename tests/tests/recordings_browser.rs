@@ -93,7 +93,7 @@ async fn sign_in_filter_play_download_and_export() {
         let start = start
             .checked_add(jiff::SignedDuration::from_secs(i64::from(n) * 900))
             .unwrap();
-        Synthetic {
+        let stem = Synthetic {
             // Kept ten years: the fixed dates of November 2026 must not expire under the test
             // (a 30-day class made them vanish from the list on 2 December).
             class: 3650,
@@ -107,6 +107,11 @@ async fn sign_in_filter_play_download_and_export() {
         }
         .put(store.as_ref(), "recordings")
         .await;
+        if n == 0 {
+            let notice =
+                json!({"notice": {"announcedBy": "PBX", "text": "Dit gesprek wordt opgenomen."}});
+            Synthetic::patch_record(store.as_ref(), &stem, notice).await;
+        }
     }
     let server = ApiServer::start_with(&[User {
         token: "admin-token",
@@ -221,6 +226,12 @@ async fn sign_in_filter_play_download_and_export() {
         page.js("[...document.querySelectorAll('tr.rec')].every(r => r.dataset.user === 'alice')")
             .await,
         true
+    );
+    // How callers were told, in words (not colour), with the announcement as its title.
+    assert_eq!(
+        page.js("[...document.querySelectorAll('tr.rec td.notice')].map(c => c.textContent + '|' + c.title).sort().join(';')")
+            .await,
+        "PBX|Dit gesprek wordt opgenomen.;not stated|;not stated|"
     );
 
     // Play: the audio element plays and its time advances.

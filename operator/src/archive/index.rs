@@ -34,6 +34,9 @@ pub struct IndexEntry {
     /// Whether the user placed the call (`None`: the user's device is not listed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound: Option<bool>,
+    /// How callers were told the call is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<opname_model::policy::Notice>,
     pub complete: bool,
     pub size: u64,
     pub retention_days: u32,
@@ -63,8 +66,8 @@ pub struct DayIndex {
     pub entries: Vec<IndexEntry>,
 }
 
-/// The entries' current form (1: `other` and `outbound`).
-pub const SCHEMA: u32 = 1;
+/// The entries' current form (1: `other` and `outbound`; 2: `notice`).
+pub const SCHEMA: u32 = 2;
 
 fn key(catalog: &Catalog, ns: &str, day: jiff::civil::Date) -> Path {
     catalog.layout().index(ns, day)
@@ -120,6 +123,7 @@ pub async fn build(
                     parties: s.parties(),
                     other: s.other_party(),
                     outbound: s.outbound(),
+                    notice: s.notice.clone(),
                     user: s.user,
                     start: Some(s.start),
                     duration_seconds: s.duration_seconds,
@@ -291,6 +295,7 @@ mod tests {
             complete: true,
             other: None,
             outbound: None,
+            notice: None,
             size: 1,
             retention_days: 1,
             retain_until: Some("2026-11-03T00:00:00Z".parse().unwrap()),

@@ -24,6 +24,50 @@ pub struct OnDemand {
     pub keep_code: String,
 }
 
+/// Who tells callers that the call is recorded.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+pub enum Announcer {
+    /// The PBX plays the announcement before it connects the call.
+    #[serde(rename = "PBX")]
+    Pbx,
+    /// The SBC plays it on the legs it forks.
+    #[serde(rename = "SBC")]
+    Sbc,
+    /// An IVR in front of the user.
+    #[serde(rename = "IVR")]
+    Ivr,
+    /// The user says it.
+    User,
+}
+
+/// How callers are told that calls are recorded (the duty to announce): opname cannot play
+/// audio into a forked call, so this states who does and what callers hear.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Notice {
+    pub announced_by: Announcer,
+    /// The announcement's words, as callers hear them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000))]
+    pub text: Option<String>,
+}
+
+impl Notice {
+    /// As the recorder configuration and the record carry it.
+    pub fn model(&self) -> opname_model::policy::Notice {
+        use opname_model::policy::Announcer as A;
+        opname_model::policy::Notice {
+            announced_by: match self.announced_by {
+                Announcer::Pbx => A::Pbx,
+                Announcer::Sbc => A::Sbc,
+                Announcer::Ivr => A::Ivr,
+                Announcer::User => A::User,
+            },
+            text: self.text.clone(),
+        }
+    }
+}
+
 pub(super) fn default_keep_code() -> String {
     opname_model::policy::DEFAULT_KEEP_CODE.into()
 }
@@ -90,6 +134,9 @@ pub struct RecordingPolicySpec {
     /// Stop recording this user without deleting the policy.
     #[serde(default)]
     pub suspended: bool,
+    /// How callers are told that the call is recorded; carried into every record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<Notice>,
 }
 
 /// What the operator observed for a policy.

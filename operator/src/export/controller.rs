@@ -411,6 +411,7 @@ mod tests {
                 on_demand: None,
                 retention_days: days,
                 suspended: false,
+                notice: None,
             },
         )
     }

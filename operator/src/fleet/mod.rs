@@ -233,6 +233,7 @@ pub fn plan(
                 }),
                 retention_days: p.spec.retention_days,
                 suspended: false,
+                notice: p.spec.notice.as_ref().map(|n| n.model()),
             });
         }
         pending.push((p, name, conflicts));

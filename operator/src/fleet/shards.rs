@@ -92,6 +92,7 @@ mod tests {
             on_demand: None,
             retention_days: 90,
             suspended: false,
+            notice: None,
         }
     }
 

@@ -19,6 +19,7 @@ fn policy(name: &str, created: i64, ids: &[&str]) -> RecordingPolicy {
             on_demand: None,
             retention_days: 90,
             suspended: false,
+            notice: None,
         },
     );
     p.metadata = ObjectMeta {
@@ -72,6 +73,10 @@ fn renders_the_recorders_own_format_with_every_policy() {
         keep_code: "#9".into(),
     });
     bob.spec.retention_days = 30;
+    bob.spec.notice = Some(crate::crd::Notice {
+        announced_by: crate::crd::Announcer::Pbx,
+        text: Some("Dit gesprek wordt opgenomen.".into()),
+    });
     let plan = plan(
         "acme",
         &[
@@ -97,6 +102,15 @@ fn renders_the_recorders_own_format_with_every_policy() {
         "#9"
     );
     assert_eq!(config.policies[1].retention_days, 30);
+    assert_eq!(
+        config.policies[1].notice,
+        Some(opname_model::policy::Notice {
+            announced_by: opname_model::policy::Announcer::Pbx,
+            text: Some("Dit gesprek wordt opgenomen.".into()),
+        }),
+        "the notice reaches the recorder's configuration"
+    );
+    assert_eq!(config.policies[0].notice, None);
     assert_eq!(config.store.url, settings().store.url);
     assert_eq!(
         config.spool.high_water_bytes,

@@ -71,6 +71,7 @@ pub(super) fn item(ns: &str, e: &IndexEntry) -> serde_json::Value {
         "to": e.parties.get(1),
         "otherParty": e.other,
         "direction": e.outbound.map(|o| if o { "outbound" } else { "inbound" }),
+        "notice": e.notice,
         "parties": e.parties,
         "complete": e.complete,
         "size": e.size,

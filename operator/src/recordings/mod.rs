@@ -449,6 +449,7 @@ mod tests {
             ],
             other: Some("sip:bob@example.com".into()),
             outbound: Some(true),
+            notice: None,
             complete: true,
             size: 1000,
             retention_days: 30,

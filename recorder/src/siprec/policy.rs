@@ -15,6 +15,7 @@ pub struct ActivePolicy {
     pub mode: Mode,
     pub keep_code: Option<String>,
     pub retention_days: u32,
+    pub notice: Option<opname_model::policy::Notice>,
 }
 
 /// Identity → policy lookup built from the file's policies; suspended policies are left out.
@@ -42,6 +43,7 @@ impl PolicyTable {
                 mode: p.mode,
                 keep_code: p.keep_code(),
                 retention_days: p.retention_days,
+                notice: p.notice.clone(),
             });
             for (raw, owner) in claimed.conflicts {
                 warnings.push(format!(
