@@ -104,6 +104,7 @@ fn default_values_render_lint_and_configure_the_operator() {
         "get recordingholds",
         "list recordingholds",
         "watch recordingholds",
+        "get bulkexports",
         "list bulkexports",
         "create bulkexports",
     ]

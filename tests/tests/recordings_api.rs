@@ -55,6 +55,7 @@ async fn list_filter_page_play_download_and_access_control() {
     // acme: 12 calls on 2 November and 3 on the 3rd; another organisation's 2.
     let mut audio_of = std::collections::HashMap::new();
     let mut inbound = String::new();
+    let mut stems = std::collections::HashMap::new();
     for n in 0..17u32 {
         let (ns, day) = match n {
             0..12 => ("acme", "2026-11-02"),
@@ -95,6 +96,7 @@ async fn list_filter_page_play_download_and_access_control() {
             inbound = r.id.clone();
         }
         audio_of.insert(r.id.clone(), audio);
+        stems.insert(r.id.clone(), stem);
     }
     // People of acme with static tokens; what they may do comes only from RoleBindings, checked
     // by the real TokenReview and SubjectAccessReview.
@@ -521,5 +523,79 @@ async fn list_filter_page_play_download_and_access_control() {
         .await
         .unwrap();
     assert_eq!(refused.status(), 403);
+
+    // A local store signs no links: the service streams the parts, audited, and only keys under
+    // the export's own prefix, whatever its status names.
+    let zip: Vec<u8> = (0..3000u32).map(|i| (i * 13) as u8).collect();
+    let part_key = format!("recordings/exports/acme/{name}/part-1.zip");
+    object_store::ObjectStoreExt::put(
+        store.as_ref(),
+        &part_key.as_str().into(),
+        zip.clone().into(),
+    )
+    .await
+    .unwrap();
+    let foreign = format!("{}.opus", stems[&id]);
+    let status = json!({"status": {"phase": "Succeeded", "parts": [
+        {"key": part_key, "size": 3000, "sha256": "x", "recordings": 1},
+        {"key": foreign, "size": 5000, "sha256": "y", "recordings": 1},
+    ]}});
+    let (code, body) = server
+        .request(
+            "PATCH",
+            &format!("/apis/opname.dev/v1alpha1/namespaces/acme/bulkexports/{name}/status"),
+            "application/merge-patch+json",
+            &status.to_string(),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let parts = format!("/api/v1/namespaces/acme/bulkexports/{name}/parts");
+    let got = c
+        .get(Some("admin-token"), &format!("{parts}/1"), None)
+        .await;
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "application/zip");
+    assert!(
+        got.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .ends_with("-part-1.zip\"")
+    );
+    assert_eq!(got.bytes().await.unwrap().to_vec(), zip);
+    let resumed = c
+        .get(
+            Some("admin-token"),
+            &format!("{parts}/1"),
+            Some("bytes=1000-"),
+        )
+        .await;
+    assert_eq!(resumed.status(), 206);
+    assert_eq!(resumed.bytes().await.unwrap().to_vec(), zip[1000..]);
+    assert_eq!(
+        c.get(Some("admin-token"), &format!("{parts}/2"), None)
+            .await
+            .status(),
+        403,
+        "a recording's key in the status is not this export's"
+    );
+    assert_eq!(
+        c.get(Some("admin-token"), &format!("{parts}/3"), None)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.get(Some("viewer-token"), &format!("{parts}/1"), None)
+            .await
+            .status(),
+        403
+    );
+    let trail = opname_tests::store_keys(
+        store.as_ref(),
+        Some(&format!("recordings/exports/acme/{name}/part-1.zip.access")),
+    )
+    .await;
+    assert_eq!(trail.len(), 1, "one download session, one audit: {trail:?}");
+    assert!(trail[0].contains("-export-download-admin"), "{trail:?}");
     server.assert_chart_rbac_sufficed();
 }

@@ -49,18 +49,47 @@ pub(super) async fn audio(
         }
         Err(err) => return Err(err.into()),
     };
-    let size = meta.size;
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| parse_range(v, size))
-        .transpose()?;
+    let range = requested(&headers, meta.size)?;
     let download = q.download.is_some_and(|d| d != "0" && d != "false");
     let action = if download { "download" } else { "play" };
     audited(&svc, &caller, action, &ns, &e).await?;
+    let attachment = download.then(|| file_name(&e));
+    stream(
+        store,
+        &key,
+        meta.size,
+        range,
+        "audio/ogg; codecs=opus",
+        attachment,
+    )
+    .await
+}
+
+/// The range a request asks for, checked against the object's size.
+pub(super) fn requested(
+    headers: &HeaderMap,
+    size: u64,
+) -> Result<Option<std::ops::Range<u64>>, ApiError> {
+    headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| parse_range(v, size))
+        .transpose()
+}
+
+/// Streams `key` (or `range` of it) from the store, never holding it in memory; `attachment`
+/// names the file a browser saves.
+pub(super) async fn stream(
+    store: &Arc<dyn object_store::ObjectStore>,
+    key: &Path,
+    size: u64,
+    range: Option<std::ops::Range<u64>>,
+    content_type: &str,
+    attachment: Option<String>,
+) -> Result<Response, ApiError> {
     let got = store
         .get_opts(
-            &key,
+            key,
             GetOptions {
                 range: range.clone().map(GetRange::Bounded),
                 ..Default::default()
@@ -69,13 +98,13 @@ pub(super) async fn audio(
         .await?;
     let body = Body::from_stream(got.into_stream().map_err(std::io::Error::other));
     let mut resp = Response::builder()
-        .header(header::CONTENT_TYPE, "audio/ogg; codecs=opus")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, "private, no-store");
-    if download {
+    if let Some(name) = attachment {
         resp = resp.header(
             header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{}\"", file_name(&e)),
+            format!("attachment; filename=\"{name}\""),
         );
     }
     let resp = match range {
@@ -102,13 +131,26 @@ pub(super) async fn audited(
     ns: &str,
     e: &IndexEntry,
 ) -> Result<(), ApiError> {
+    audited_beside(svc, caller, action, ns, &e.id, &e.record).await
+}
+
+/// [`audited`] for any object: `subject` is what was accessed (a recording's id, an export
+/// part's key), and the audit object goes beside `beside` so it expires with it.
+pub(super) async fn audited_beside(
+    svc: &Service,
+    caller: &Caller,
+    action: &'static str,
+    ns: &str,
+    subject: &str,
+    beside: &str,
+) -> Result<(), ApiError> {
     let digest = caller.who.digest();
-    if !svc.sessions.starts(digest, &e.id, action) {
+    if !svc.sessions.starts(digest, subject, action) {
         return Ok(());
     }
-    let written = audit(&svc.catalog, caller, action, ns, e).await;
+    let written = audit(&svc.catalog, caller, action, ns, subject, beside).await;
     if written.is_err() {
-        svc.sessions.forget(digest, &e.id, action);
+        svc.sessions.forget(digest, subject, action);
     }
     written
 }
@@ -119,13 +161,14 @@ async fn audit(
     caller: &Caller,
     action: &str,
     ns: &str,
-    e: &IndexEntry,
+    subject: &str,
+    beside: &str,
 ) -> Result<(), ApiError> {
     let now = jiff::Timestamp::now();
     let (who, from) = (&caller.who, &caller.from);
-    tracing::info!(target: "opname::audit", user = %who.user, action, namespace = ns, recording = %e.id, from = %from.address, peer = %from.peer, forwarded_for = from.forwarded_for.as_deref(), "recording accessed");
+    tracing::info!(target: "opname::audit", user = %who.user, action, namespace = ns, recording = subject, from = %from.address, peer = %from.peer, forwarded_for = from.forwarded_for.as_deref(), "recording accessed");
     let key = Layout::access(
-        &e.record,
+        beside,
         now.as_millisecond(),
         action,
         &safe_component(&who.user),
@@ -135,7 +178,7 @@ async fn audit(
         groups: who.groups.clone(),
         action: action.into(),
         namespace: ns.into(),
-        recording: e.id.clone(),
+        recording: subject.into(),
         when: now,
         from: from.address.to_string(),
         peer: from.peer.to_string(),

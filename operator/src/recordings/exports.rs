@@ -1,4 +1,5 @@
-//! Listing and requesting BulkExports through the service.
+//! Listing and requesting BulkExports through the service, and downloading their parts from
+//! stores that sign no links (a local directory), audited like a recording's download.
 
 use super::*;
 
@@ -28,6 +29,53 @@ pub(super) async fn exports(
         })
         .collect();
     Ok(axum::Json(serde_json::json!({ "items": items })))
+}
+
+/// `GET …/bulkexports/{name}/parts/{n}`: part `n` (from 1) of a finished export, streamed from
+/// the store, for callers allowed `get bulkexports`. Only keys under the export's own prefix
+/// are served, whatever its status names.
+pub(super) async fn part(
+    State(svc): State<Arc<Service>>,
+    UrlPath((ns, name, n)): UrlPath<(String, String, usize)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = svc
+        .allowed(peer, &headers, "get", "bulkexports", &ns)
+        .await?;
+    let bex = Api::<BulkExport>::namespaced(svc.client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| ApiError::Store(e.to_string()))?
+        .ok_or(ApiError::NotFound)?;
+    let status = bex.status.unwrap_or_default();
+    let part = n
+        .checked_sub(1)
+        .and_then(|i| status.parts.get(i))
+        .ok_or(ApiError::NotFound)?;
+    if !svc.catalog.layout().is_export_key(&ns, &name, &part.key) {
+        tracing::warn!(target: "opname::audit", user = %caller.who.user, namespace = %ns, export = %name, key = %part.key, "export part outside its export refused");
+        return Err(ApiError::ForeignKey);
+    }
+    let key = Path::from(part.key.as_str());
+    let meta = svc.catalog.store().head(&key).await?;
+    let range = super::audio::requested(&headers, meta.size)?;
+    super::audio::audited_beside(&svc, &caller, "export-download", &ns, &part.key, &part.key)
+        .await?;
+    let file = format!(
+        "{}-{}-part-{n}.zip",
+        safe_component(&ns),
+        safe_component(&name)
+    );
+    super::audio::stream(
+        svc.catalog.store(),
+        &key,
+        meta.size,
+        range,
+        "application/zip",
+        Some(file),
+    )
+    .await
 }
 
 #[derive(Deserialize)]

@@ -60,6 +60,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("not found")]
     NotFound,
+    #[error("that object is not this export's")]
+    ForeignKey,
     #[error("range not satisfiable")]
     Range(u64),
     #[error("store: {0}")]
@@ -92,6 +94,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::ForeignKey => StatusCode::FORBIDDEN,
             ApiError::Range(_) => StatusCode::RANGE_NOT_SATISFIABLE,
         };
         if code == StatusCode::SERVICE_UNAVAILABLE {
@@ -416,6 +419,10 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route(
             "/api/v1/namespaces/{ns}/bulkexports",
             get(exports::exports).post(exports::create_export),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/bulkexports/{name}/parts/{n}",
+            get(exports::part),
         )
         .layer(axum::middleware::from_fn(guard::refuse_cross_site))
         .with_state(svc)
