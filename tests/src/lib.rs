@@ -27,10 +27,22 @@ pub fn workspace() -> PathBuf {
 static BUILD: Once = Once::new();
 
 /// Path of a workspace binary, built once per test process with the profile of the tests.
+///
+/// The build runs without the `CARGO_*` variables cargo sets for a test process: build scripts
+/// (ring's) track `CARGO_MANIFEST_DIR`, so inheriting it would rebuild the TLS stack and every
+/// binary on each test binary's first call (half a minute each).
 pub fn bin(name: &str) -> PathBuf {
     BUILD.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(|k| {
+                k.starts_with("CARGO_") && !k.starts_with("CARGO_HOME") && k != "CARGO_TARGET_DIR"
+            }) {
+                build.env_remove(key);
+            }
+        }
+        let status = build
             .args([
                 "build",
                 "--bins",

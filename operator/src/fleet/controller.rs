@@ -18,6 +18,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -106,13 +107,27 @@ pub async fn run(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let policies = Api::<RecordingPolicy>::all(client.clone());
-    let controller = Controller::new(policies, watcher::Config::default());
+    // The reflector is built here rather than by `Controller::new` so that its initial sync is
+    // announced on a watch: `Store::wait_until_ready` keeps only the last waiter's waker (a
+    // oneshot under kube-runtime's DelayedInit), so a second waiter beside the controller's
+    // own runner hangs forever — the lifecycle loop did, on a real API server, in one start
+    // out of two.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let (synced_tx, synced) = tokio::sync::watch::channel(false);
+    let trigger = kube::runtime::reflector(writer, watcher(policies, watcher::Config::default()))
+        .inspect(move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                synced_tx.send_replace(true);
+            }
+        })
+        .applied_objects();
+    let controller = Controller::for_stream(trigger, reader);
     let reporter = Reporter {
         controller: MANAGER.into(),
         instance: std::env::var("POD_NAME").ok(),
     };
     let store = controller.store();
-    let retention = crate::retention::Enforced::default();
+    let retention: crate::retention::Enforced = Arc::new(tokio::sync::watch::channel(None).0);
     let objects = crate::store::open(&settings.store)
         .inspect_err(
             |e| tracing::error!(error = %e, "retention sweeper is off: cannot open the store"),
@@ -121,6 +136,7 @@ pub async fn run(
     crate::retention::start(
         &settings,
         store.clone(),
+        synced,
         objects,
         metrics.clone(),
         retention.clone(),
@@ -188,6 +204,14 @@ pub async fn run(
                 }
             },
         )
+        // Retention verified anew (a class got its rule, rules lost): every status says so now.
+        .reconcile_all_on(futures::stream::unfold(
+            ctx.retention.subscribe(),
+            |mut rx| async move {
+                rx.changed().await.ok()?;
+                Some(((), rx))
+            },
+        ))
         .graceful_shutdown_on(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
@@ -212,7 +236,7 @@ async fn reconcile(policy: Arc<RecordingPolicy>, ctx: Arc<Context>) -> Result<Ac
     let ns = policy
         .namespace()
         .ok_or_else(|| Error::NoNamespace(policy.name_any()))?;
-    let retention = ctx.retention.read().ok().and_then(|r| r.clone());
+    let retention = ctx.retention.borrow().clone();
     if ctx.planned.current(&ns, &policy, retention.as_ref()) {
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
