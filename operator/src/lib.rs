@@ -7,6 +7,7 @@
 //! - [`archive`]: what is stored — the catalog, listing indexes, legal holds and erasures;
 //! - [`export`]: BulkExport — its controller and Job, the ZIP parts, links and e-mail;
 //! - [`recordings`]: the recordings web service (API, page, access reviews, audit of plays);
+//! - [`organisation`]: an organisation's time zone and language, from its namespace;
 //! - [`settings`], [`metrics`], [`store`]: the configuration, metrics and store client all share.
 
 pub mod archive;
@@ -15,6 +16,7 @@ pub mod export;
 pub mod fleet;
 pub mod kube;
 pub mod metrics;
+pub mod organisation;
 pub mod recordings;
 pub mod retention;
 pub mod settings;

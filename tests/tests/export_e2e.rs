@@ -92,6 +92,31 @@ async fn export_job_links_email_gate_and_cancel() {
             alice.insert(r.id.clone(), hex::encode(sha2::Sha256::digest(&audio)));
         }
     }
+    // acme is Dutch: its October runs from 00:00 on 1 October to 00:00 on 1 November in
+    // Amsterdam (22:00 UTC on 30 September to 23:00 UTC on 31 October, DST ending between).
+    let mut edges = Vec::new();
+    for (n, at) in [
+        (100u32, "2026-09-30T22:30:00Z"),
+        (101, "2026-10-31T23:30:00Z"),
+    ] {
+        let at: jiff::Timestamp = at.parse().unwrap();
+        let audio: Vec<u8> = (0..20_000u32).map(|i| (i * 7 + n) as u8).collect();
+        let r = Synthetic {
+            class: 365,
+            namespace: "acme",
+            id: Synthetic::id_at(at, n),
+            user: "alice",
+            start: at,
+            seconds: 60.0,
+            parties: ["sip:+31201234567@pbx.example", "sip:0201234567@pbx.example"],
+            audio: audio.clone(),
+        };
+        r.put(store.as_ref(), "recordings").await;
+        if n == 100 {
+            alice.insert(r.id.clone(), hex::encode(sha2::Sha256::digest(&audio)));
+        }
+        edges.push(r.id);
+    }
     let smtp = SmtpSink::start(dir);
     let env: String = garage
         .env()
@@ -110,6 +135,17 @@ async fn export_job_links_email_gate_and_cancel() {
         .install(&["acme"], json!({"store": {"url": "s3://opname"}}))
         .await;
     server.restrict("opname-system").await;
+    let (code, body) = server
+        .request(
+            "PATCH",
+            "/api/v1/namespaces/acme",
+            "application/merge-patch+json",
+            &json!({"metadata": {"annotations": {
+                "opname.dev/time-zone": "Europe/Amsterdam", "opname.dev/locale": "nl-NL"}}})
+            .to_string(),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
     // The Job mounts the operator's configuration, as the chart's ConfigMap.
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "opname-operator", "namespace": "opname-system"},
@@ -191,8 +227,9 @@ async fn export_job_links_email_gate_and_cancel() {
             .iter()
             .map(|p| p["recordings"].as_i64().unwrap())
             .sum::<i64>(),
-        45,
-        "alice's recordings only: carol's 30-day class is below the gate"
+        46,
+        "alice's recordings only (45, and the one at 00:30 on 1 October in Amsterdam): carol's \
+         30-day class is below the gate"
     );
     assert!(
         status["message"].as_str().unwrap().contains("carol"),
@@ -229,14 +266,29 @@ async fn export_job_links_email_gate_and_cancel() {
     }
     let out = Command::new("python3")
         .arg(workspace().join("tests/export/check_zip.py"))
+        .arg("nl")
         .args(&files)
         .output()
         .unwrap();
-    let report: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let report: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
     let mut exported = HashMap::new();
     for part in &report {
         assert_eq!(part["crc_ok"], true);
-        assert_eq!(part["manifest_ok"], true);
+        assert_eq!(part["manifest_ok"], true, "{part}");
+        // As Dutch Excel opens it: a BOM, `;`, Dutch columns, local times named by their zone,
+        // numbers kept as text.
+        assert_eq!(part["csv_bom"], true);
+        assert_eq!(part["time_zone"], "Europe/Amsterdam");
+        let header = part["csv_header"].as_array().unwrap();
+        assert_eq!(header[1], "bestand");
+        assert_eq!(header[3], "begin (Europe/Amsterdam)");
+        if let Some(first) = part["csv_cells"].get(&edges[0]) {
+            assert_eq!(first["start"], "2026-10-01 00:30:00", "{first}");
+            assert_eq!(first["from"], "+31201234567");
+            assert_eq!(first["to"], "0201234567");
+            assert_eq!(first["duration_seconds"], "60,000");
+        }
         for (name, f) in part["files"].as_object().unwrap() {
             if let Some(id) = name
                 .strip_suffix(".opus")
@@ -246,7 +298,22 @@ async fn export_job_links_email_gate_and_cancel() {
             }
         }
     }
-    assert_eq!(exported, alice, "every recording once, byte for byte");
+    assert_eq!(
+        exported, alice,
+        "every recording once, byte for byte: the call at 00:30 on 1 October in Amsterdam is \
+         October's, the one at 00:30 on 1 November is not"
+    );
+    assert!(
+        report
+            .iter()
+            .any(|p| p["csv_cells"].get(&edges[0]).is_some()),
+        "the first of October's call is in the manifest"
+    );
+    assert_eq!(
+        export(&server, "oct")["status"]["timeZone"],
+        "Europe/Amsterdam"
+    );
+    assert_eq!(export(&server, "oct")["status"]["locale"], "nl");
 
     // A tampered link and an expired one are refused.
     let url = parts[0]["url"].as_str().unwrap();

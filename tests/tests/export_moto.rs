@@ -25,6 +25,7 @@ fn request(name: &str, month: &str) -> Request {
         min_retention_days: 0,
         part_size: PART,
         bytes_per_second: 0,
+        format: Default::default(),
     }
 }
 
@@ -117,6 +118,7 @@ async fn month_export_in_parts_opens_with_zipfile() {
     }
     let out = Command::new("python3")
         .arg(workspace().join("tests/export/check_zip.py"))
+        .arg("en")
         .args(&paths)
         .output()
         .unwrap();

@@ -101,6 +101,14 @@ pub struct BulkExportStatus {
     /// links leave the status then, and renewal is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archives_expire: Option<Time>,
+    /// The organisation's time zone when the export was accepted (IANA; the month is counted
+    /// in it), from the namespace's `opname.dev/time-zone` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// The organisation's language when the export was accepted (`en`, `nl`), from the
+    /// namespace's `opname.dev/locale` annotation: the manifest's CSV is written for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
     /// The value of the `opname.dev/renew-links` annotation the links were last signed for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub links_renewed_for: Option<String>,

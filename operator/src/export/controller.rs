@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, EnvVarSource, Namespace,
+    ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
@@ -36,6 +37,7 @@ use crate::export::links::{LinkSigner, parse_ttl};
 use crate::export::notify::NotifyError;
 use crate::export::parts;
 use crate::export::parts::ExportError;
+use crate::organisation::Organisation;
 use crate::settings::Settings;
 use opname_model::layout::Layout;
 
@@ -113,20 +115,29 @@ pub struct Refusal {
 }
 
 /// Checks a request against the month and the retention gate: exports cover recordings kept at
-/// least `min_days`, so a request whose users all keep recordings for less is refused.
+/// least `min_days`, so a request whose users all keep recordings for less is refused. The month
+/// is the organisation's (`tz`): a Dutch November has begun at 23:00 UTC on 31 October.
 pub fn validate(
     spec: &crate::crd::BulkExportSpec,
     policies: &[RecordingPolicy],
     min_days: u32,
     now: jiff::Timestamp,
+    tz: &jiff::tz::TimeZone,
 ) -> Result<Option<String>, Refusal> {
-    let this_month = now.to_zoned(jiff::tz::TimeZone::UTC).date();
-    let current = format!("{:04}-{:02}", this_month.year(), this_month.month());
-    if spec.month > current {
-        return Err(Refusal {
-            reason: "MonthNotStarted",
-            message: format!("{} has not started yet", spec.month),
-        });
+    match crate::export::month::begun(&spec.month, tz, now) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Refusal {
+                reason: "MonthNotStarted",
+                message: format!("{} has not started yet", spec.month),
+            });
+        }
+        Err(e) => {
+            return Err(Refusal {
+                reason: "InvalidMonth",
+                message: e.to_string(),
+            });
+        }
     }
     if min_days == 0 {
         return Ok(None);
@@ -239,12 +250,25 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                 .list(&ListParams::default())
                 .await?
                 .items;
-            match validate(
-                &bex.spec,
-                &policies,
-                ctx.settings.export.min_retention_days,
-                jiff::Timestamp::now(),
-            ) {
+            let namespace = Api::<Namespace>::all(ctx.client.clone()).get(&ns).await?;
+            let organisation =
+                Organisation::from_annotations(namespace.metadata.annotations.as_ref());
+            let checked = organisation
+                .as_ref()
+                .map_err(|e| Refusal {
+                    reason: "InvalidTimeZone",
+                    message: e.to_string(),
+                })
+                .and_then(|org| {
+                    validate(
+                        &bex.spec,
+                        &policies,
+                        ctx.settings.export.min_retention_days,
+                        jiff::Timestamp::now(),
+                        &org.time_zone,
+                    )
+                });
+            match checked {
                 Err(refusal) => {
                     patch_status_observed(
                         &api,
@@ -270,6 +294,10 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                         serde_json::json!({
                             "phase": ExportPhase::Pending,
                             "message": note,
+                            // Kept with the export: a later change of the annotations does not
+                            // move a month already being exported.
+                            "timeZone": organisation.as_ref().map(|o| o.zone_name()).unwrap_or("UTC"),
+                            "locale": organisation.as_ref().map(|o| o.locale.tag()).unwrap_or("en"),
                             "conditions": [accepted(bex, true, "JobCreated", &message)],
                         }),
                     )
@@ -429,28 +457,57 @@ mod tests {
     fn gate_refuses_requests_without_long_enough_retention() {
         let now = "2026-11-28T00:00:00Z".parse().unwrap();
         let policies = [policy("alice", 365), policy("carol", 30)];
+        let utc = jiff::tz::TimeZone::UTC;
         assert_eq!(
-            validate(&spec("2026-10", None), &policies, 180, now),
+            validate(&spec("2026-10", None), &policies, 180, now, &utc),
             Ok(Some(
                 "recordings kept less than 180 days are not exported (users: carol)".into()
             ))
         );
-        let refused =
-            validate(&spec("2026-10", Some(vec!["carol"])), &policies, 180, now).unwrap_err();
+        let refused = validate(
+            &spec("2026-10", Some(vec!["carol"])),
+            &policies,
+            180,
+            now,
+            &utc,
+        )
+        .unwrap_err();
         assert_eq!(refused.reason, "RetentionBelowExportMinimum");
         assert_eq!(
-            validate(&spec("2026-10", Some(vec!["carol"])), &policies, 0, now),
+            validate(
+                &spec("2026-10", Some(vec!["carol"])),
+                &policies,
+                0,
+                now,
+                &utc
+            ),
             Ok(None)
         );
         assert_eq!(
-            validate(&spec("2026-12", None), &policies, 0, now)
+            validate(&spec("2026-12", None), &policies, 0, now, &utc)
                 .unwrap_err()
                 .reason,
             "MonthNotStarted"
         );
         assert!(
-            validate(&spec("2026-11", None), &[], 180, now).is_err(),
+            validate(&spec("2026-11", None), &[], 180, now, &utc).is_err(),
             "no policy, nothing to export"
+        );
+        // December begins an hour earlier in Amsterdam than in UTC.
+        let ams = jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap();
+        let eve = "2026-11-30T23:30:00Z".parse().unwrap();
+        assert!(validate(&spec("2026-12", None), &policies, 0, eve, &ams).is_ok());
+        assert_eq!(
+            validate(&spec("2026-12", None), &policies, 0, eve, &utc)
+                .unwrap_err()
+                .reason,
+            "MonthNotStarted"
+        );
+        assert_eq!(
+            validate(&spec("2026-13", None), &policies, 0, eve, &utc)
+                .unwrap_err()
+                .reason,
+            "InvalidMonth"
         );
     }
 

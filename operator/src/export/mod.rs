@@ -1,10 +1,13 @@
 //! BulkExport: an organisation's month as ZIP parts in the store, with links by e-mail.
 //!
 //! `controller` reconciles the resource and runs the export as a Job whose program is in `job`;
-//! `parts` plans and writes the archives; `links` signs download links; `notify` sends the e-mail.
+//! `month` counts the month in the organisation's time zone; `parts` plans and writes the
+//! archives with `manifest`s for the organisation's spreadsheet; `links` signs download links; `notify` sends the e-mail.
 
 pub mod controller;
 pub mod links;
+pub mod manifest;
+pub mod month;
 pub mod names;
 pub mod notify;
 pub mod parts;

@@ -37,10 +37,10 @@ pub fn party(aor: Option<&str>) -> String {
     safe_component(bare.split(['@', ';']).next().unwrap_or(bare))
 }
 
-/// `(yyyy-mm-dd, hhmmss)` of a start time in UTC, for file names.
-pub fn stamp(start: Option<jiff::Timestamp>) -> (String, String) {
+/// `(yyyy-mm-dd, hhmmss)` of a start time in `tz`, for file names.
+pub fn stamp(start: Option<jiff::Timestamp>, tz: &jiff::tz::TimeZone) -> (String, String) {
     start.map_or(("unknown".into(), "000000".into()), |t| {
-        let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+        let z = t.to_zoned(tz.clone());
         (
             format!("{:04}-{:02}-{:02}", z.year(), z.month(), z.day()),
             format!("{:02}{:02}{:02}", z.hour(), z.minute(), z.second()),

@@ -18,10 +18,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use zip::write::SimpleFileOptions;
 
-use opname_model::layout::month_path;
 use opname_model::record::Record;
 
 use crate::archive::catalog::{Catalog, CatalogError, Entry};
+use crate::export::manifest::{Format, Manifest, PartListing};
+use crate::export::month;
 use crate::export::names::{party, safe_component, stamp};
 
 /// Upload chunk (S3's minimum part size, so memory stays small) and how many may be in flight.
@@ -60,6 +61,8 @@ pub struct Request {
     pub part_size: u64,
     /// Pace in bytes per second (0: unpaced).
     pub bytes_per_second: u64,
+    /// The organisation's time zone (the month is counted in it) and language.
+    pub format: Format,
 }
 
 /// One recording in the export, as listed in the manifests.
@@ -83,6 +86,28 @@ pub struct Row {
     audio: Path,
 }
 
+#[cfg(test)]
+impl Row {
+    /// A Dutch call at 00:30 on 1 November in Amsterdam (23:30 UTC the day before).
+    pub fn example() -> Self {
+        Row {
+            id: "0190-x".into(),
+            file: "alice/2026-11-01/003000_+31201234567_0201234567_0190-x.opus".into(),
+            user: "alice".into(),
+            start: "2026-10-31T23:30:00Z".parse().ok(),
+            end: "2026-10-31T23:31:01.5Z".parse().ok(),
+            duration_seconds: 61.5,
+            from: "+31201234567".into(),
+            to: "0201234567".into(),
+            complete: true,
+            retention_days: 365,
+            size: 1000,
+            sha256: String::new(),
+            audio: Path::from("x"),
+        }
+    }
+}
+
 /// A finished ZIP part.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -101,22 +126,8 @@ pub struct Progress {
     pub bytes_total: u64,
 }
 
-/// `2026-11` → `2026/11`.
-fn period(month: &str) -> Result<String, ExportError> {
-    let bad = || ExportError::Month(month.to_string());
-    let (y, m) = month.split_once('-').ok_or_else(bad)?;
-    let (y, m): (u16, u8) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if y > 9999 {
-        return Err(bad());
-    }
-    if !(1..=12).contains(&m) {
-        return Err(bad());
-    }
-    Ok(month_path(y as i16, m as i8))
-}
-
-fn row(entry: &Entry, s: &Record) -> Row {
-    let (day, time) = stamp(Some(s.start));
+fn row(entry: &Entry, s: &Record, tz: &jiff::tz::TimeZone) -> Row {
+    let (day, time) = stamp(Some(s.start), tz);
     let from = party(s.participants.first().and_then(|p| p.aor.as_deref()));
     let to = party(s.participants.get(1).and_then(|p| p.aor.as_deref()));
     Row {
@@ -140,51 +151,18 @@ fn row(entry: &Entry, s: &Record) -> Row {
     }
 }
 
-const CSV_HEADER: &str =
-    "id,file,user,start,end,duration_seconds,from,to,complete,retention_days,size,sha256\n";
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn csv_line(r: &Row) -> String {
-    let t = |t: &Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_default();
-    format!(
-        "{},{},{},{},{},{},{},{},{},{},{},{}\n",
-        csv_field(&r.id),
-        csv_field(&r.file),
-        csv_field(&r.user),
-        t(&r.start),
-        t(&r.end),
-        r.duration_seconds,
-        csv_field(&r.from),
-        csv_field(&r.to),
-        r.complete,
-        r.retention_days,
-        r.size,
-        if r.sha256.is_empty() {
-            "0".repeat(64)
-        } else {
-            r.sha256.clone()
-        }
-    )
-}
-
 /// Manifest bytes a row adds (CSV and JSON), with a checksum of its final length.
-fn manifest_cost(r: &Row) -> u64 {
+fn manifest_cost(r: &Row, format: &Format) -> u64 {
     let json = serde_json::to_string(r).map_or(512, |j| j.len() + 64);
-    (csv_line(r).len() + json) as u64 + 2 * ENTRY_OVERHEAD
+    (format.line(r).len() + json) as u64 + 2 * ENTRY_OVERHEAD
 }
 
 /// Splits rows (in export order) into parts of at most `limit` bytes, counting audio, ZIP
 /// overhead and manifests; the last part also carries the listing of every part.
-pub fn plan_parts(rows: &[Row], limit: u64) -> Vec<std::ops::Range<usize>> {
+pub fn plan_parts(rows: &[Row], limit: u64, format: &Format) -> Vec<std::ops::Range<usize>> {
     let base = 4096;
-    let cost = |r: &Row| r.size + ENTRY_OVERHEAD + r.file.len() as u64 * 2 + manifest_cost(r);
+    let cost =
+        |r: &Row| r.size + ENTRY_OVERHEAD + r.file.len() as u64 * 2 + manifest_cost(r, format);
     let mut parts = Vec::new();
     let (mut start, mut used) = (0, base);
     for (i, r) in rows.iter().enumerate() {
@@ -338,22 +316,27 @@ pub async fn run(
     req: &Request,
     mut progress: impl FnMut(&Progress),
 ) -> Result<Vec<Part>, ExportError> {
-    let period = period(&req.month)?;
-    let entries = catalog.list(&req.namespace, &period).await?;
+    let month = month::month(&req.month, &req.format.tz)?;
+    let mut entries = Vec::new();
+    for period in &month.periods {
+        entries.extend(catalog.list(&req.namespace, period).await?);
+    }
+    let (month, tz) = (&month, &req.format.tz);
     let mut rows: Vec<Row> = futures::stream::iter(entries.iter())
         .map(|e| async move { catalog.record(e).await.map(|s| (e, s)) })
         .buffered(16)
         .try_filter_map(|(e, s)| async move {
             let wanted = req.users.as_ref().is_none_or(|u| u.contains(&s.user))
-                && s.retention_days >= req.min_retention_days;
-            Ok(wanted.then(|| row(e, &s)))
+                && s.retention_days >= req.min_retention_days
+                && month.contains(s.start);
+            Ok(wanted.then(|| row(e, &s, tz)))
         })
         .try_collect()
         .await?;
     // The rows carry what the export needs; the listing can go.
     drop(entries);
     rows.sort_by(|a, b| (&a.user, a.start, &a.id).cmp(&(&b.user, b.start, &b.id)));
-    let plan = plan_parts(&rows, req.part_size);
+    let plan = plan_parts(&rows, req.part_size, &req.format);
     let mut state = Progress {
         recordings_total: rows.len() as u64,
         bytes_total: rows.iter().map(|r| r.size).sum(),
@@ -409,6 +392,7 @@ pub async fn run(
             namespace: &req.namespace,
             export: &req.name,
             month: &req.month,
+            time_zone: req.format.tz.iana_name().unwrap_or("UTC"),
             part: i + 1,
             parts: plan.len(),
             recordings: &rows[range.clone()],
@@ -422,9 +406,7 @@ pub async fn run(
                     .collect()
             }),
         };
-        let csv: String = std::iter::once(CSV_HEADER.to_string())
-            .chain(rows[range.clone()].iter().map(csv_line))
-            .collect();
+        let csv = req.format.csv(&rows[range.clone()]);
         let options =
             SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
         zip.start_file("manifest.csv", options)?;
@@ -473,26 +455,6 @@ pub async fn remove(catalog: &Catalog, ns: &str, name: &str) -> Result<usize, Ex
     Ok(listed.len())
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Manifest<'a> {
-    namespace: &'a str,
-    export: &'a str,
-    month: &'a str,
-    part: usize,
-    parts: usize,
-    recordings: &'a [Row],
-    /// In the last part only: which files every part holds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    all_parts: Option<Vec<PartListing<'a>>>,
-}
-
-#[derive(Serialize)]
-struct PartListing<'a> {
-    part: usize,
-    files: Vec<&'a str>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,7 +499,7 @@ mod tests {
     #[test]
     fn parts_respect_the_limit_and_keep_order() {
         let rows: Vec<Row> = (0..100).map(|i| r(10_000 + i)).collect();
-        let plan = plan_parts(&rows, 200_000);
+        let plan = plan_parts(&rows, 200_000, &Format::default());
         assert!(plan.len() > 4);
         let flat: Vec<usize> = plan.iter().flat_map(|p| p.clone()).collect();
         assert_eq!(
@@ -546,15 +508,9 @@ mod tests {
             "every row once, in order"
         );
         // A recording larger than a part gets its own.
-        let big = plan_parts(&[r(10), r(1_000_000), r(10)], 100_000);
+        let f = Format::default();
+        let big = plan_parts(&[r(10), r(1_000_000), r(10)], 100_000, &f);
         assert_eq!(big, [0..1, 1..2, 2..3]);
-        assert!(plan_parts(&[], 1000).is_empty());
-    }
-
-    #[test]
-    fn months() {
-        assert_eq!(period("2026-11").unwrap(), "2026/11");
-        assert!(period("2026-13").is_err());
-        assert!(period("26-1x").is_err());
+        assert!(plan_parts(&[], 1000, &f).is_empty());
     }
 }

@@ -13,7 +13,7 @@ pub fn id_time(id: &str) -> Option<jiff::Timestamp> {
 
 /// `2026-11-02_093000_+31201234567_bob_{id}.opus`: sorts by time, safe on every file system.
 pub fn file_name(e: &IndexEntry) -> String {
-    let (day, time) = stamp(e.start);
+    let (day, time) = stamp(e.start, &jiff::tz::TimeZone::UTC);
     format!(
         "{day}_{time}_{}_{}_{}.opus",
         party(e.parties.first().map(String::as_str)),

@@ -1,6 +1,7 @@
 //! The export Job: its spec (hardened like the recorder pods) and its program, the `export` subcommand that writes the parts and reports progress into the BulkExport's status.
 
 use super::*;
+use crate::export::manifest::Format;
 
 /// `base` cut to fit a label value (63 characters) with a hash of `identity` after it, so that
 /// different identities never share a value.
@@ -185,6 +186,9 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
     )
     .await
     .map_err(|e| e.to_string())?;
+    let organisation =
+        Organisation::from_names(status.time_zone.as_deref(), status.locale.as_deref())
+            .map_err(|e| e.to_string())?;
     let request = parts::Request {
         namespace: ns.to_string(),
         name: name.to_string(),
@@ -193,6 +197,10 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
         min_retention_days: settings.export.min_retention_days,
         part_size: settings.export.part_size_bytes,
         bytes_per_second: settings.export.bytes_per_second,
+        format: Format {
+            locale: organisation.locale,
+            tz: organisation.time_zone,
+        },
     };
     // Progress goes to the status at most once a second.
     let (tx, mut rx) = tokio::sync::watch::channel(parts::Progress::default());
