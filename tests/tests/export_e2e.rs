@@ -553,5 +553,34 @@ async fn export_job_links_email_gate_and_cancel() {
             .any(|j| j["metadata"]["name"].as_str().unwrap().contains("cancel"))
     );
     assert_eq!(smtp.messages().len(), 2, "each notification once");
+
+    // A misspelled time zone refuses the export rather than counting the month in UTC.
+    let (code, body) = server
+        .request(
+            "PATCH",
+            "/api/v1/namespaces/acme",
+            "application/merge-patch+json",
+            &json!({"metadata": {"annotations": {"opname.dev/time-zone": "Europe/Amsterdm"}}})
+                .to_string(),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    server
+        .create_yaml(&create("zone", "  month: \"2026-10\"\n"))
+        .await;
+    wait_for("the refusal for the zone", 30, || {
+        export(&server, "zone")["status"]["phase"] == "Failed"
+    })
+    .await;
+    let zone = export(&server, "zone")["status"].clone();
+    assert_eq!(zone["conditions"][0]["reason"], "InvalidTimeZone", "{zone}");
+    assert!(
+        zone["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"Europe/Amsterdm\""),
+        "{zone}"
+    );
+    assert!(zone.get("timeZone").is_none(), "{zone}");
     server.assert_chart_rbac_sufficed();
 }
