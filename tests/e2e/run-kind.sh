@@ -57,11 +57,11 @@ sleep 2
 kill $pf
 for _ in $(seq 30); do
   keys=$(kubectl -n opname-system run ls --rm -i --restart=Never --image=curlimages/curl -- -sf "http://moto:5000/opname?list-type=2" || true)
-  echo "$keys" | grep -q "recordings/r90/acme/.*\.json" && break
+  echo "$keys" | grep -q "recordings/r365/acme/.*\.json" && break
   sleep 2
 done
-echo "$keys" | grep -q "recordings/r90/acme/.*\.json"
-echo "kind end-to-end: the call was recorded under alice's policy (retention class r90)"
+echo "$keys" | grep -q "recordings/r365/acme/.*\.json"
+echo "kind end-to-end: the call was recorded under alice's policy (retention class r365)"
 
 # The recordings service: 401 without a token, the call listed for a bound ServiceAccount.
 kubectl -n "$NS" create serviceaccount auditor

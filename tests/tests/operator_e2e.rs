@@ -100,6 +100,32 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
         }
     }
 
+    // The shipped export passes the gate as its comment says: alice's recordings (kept a year)
+    // go, bob's (30 days) are named as left out, and the month is Amsterdam's.
+    let example_export = || {
+        server
+            .list("opname.dev", "v1alpha1", "bulkexports", Some("acme"))
+            .into_iter()
+            .find(|e| e["metadata"]["name"] == "acme-2026-10")
+            .map(|e| e["status"].clone())
+            .unwrap_or_default()
+    };
+    wait_for("the example export accepted", 30, || {
+        example_export()["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Accepted"))
+    })
+    .await;
+    let accepted = example_export();
+    let gate = &accepted["conditions"][0];
+    assert_eq!(gate["status"], "True", "{accepted}");
+    assert_eq!(
+        gate["message"],
+        "recordings kept less than 180 days are not exported (users: bob@acme.example)"
+    );
+    assert_eq!(accepted["timeZone"], "Europe/Amsterdam");
+    assert_eq!(accepted["locale"], "nl");
+
     // The fleet appears with both users compiled in.
     wait_for("the recorder ConfigMap", 30, || {
         recorder_config(&server).is_some_and(|c| c.policies.len() == 2)
@@ -188,7 +214,7 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     let record: Value = serde_json::from_slice(&std::fs::read(json_file).unwrap()).unwrap();
     assert_eq!(record["user"], "alice@acme.example");
     assert_eq!(record["policy"], "alice");
-    assert_eq!(record["retentionDays"], 90);
+    assert_eq!(record["retentionDays"], 365);
     assert_eq!(
         record["notice"]["announcedBy"], "PBX",
         "the example's notice, through the operator and the recorder into the record"
@@ -196,7 +222,7 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     assert!(
         json_file
             .to_string_lossy()
-            .contains("/recordings/r90/acme/"),
+            .contains("/recordings/r365/acme/"),
         "retention class and namespace in the key: {}",
         json_file.display()
     );
