@@ -264,7 +264,7 @@ fn main() {
                 min_retention_days: 0,
                 part_size: 2 << 30,
                 bytes_per_second: 0,
-                format: Default::default(),
+                organisation: Default::default(),
             },
             |_| {},
         )

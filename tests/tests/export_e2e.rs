@@ -31,6 +31,20 @@ fn export(server: &ApiServer, name: &str) -> Value {
 }
 
 /// Subject and decoded body of a raw message, through Python's `email` package.
+/// Sets annotations on the organisation's namespace, as its admin would.
+async fn annotate_acme(server: &ApiServer, annotations: Value) {
+    let patch = json!({"metadata": {"annotations": annotations}});
+    let (code, body) = server
+        .request(
+            "PATCH",
+            "/api/v1/namespaces/acme",
+            "application/merge-patch+json",
+            &patch.to_string(),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+}
+
 fn decode(raw: &str) -> (String, String) {
     let out = Command::new("python3")
         .args([
@@ -135,17 +149,11 @@ async fn export_job_links_email_gate_and_cancel() {
         .install(&["acme"], json!({"store": {"url": "s3://opname"}}))
         .await;
     server.restrict("opname-system").await;
-    let (code, body) = server
-        .request(
-            "PATCH",
-            "/api/v1/namespaces/acme",
-            "application/merge-patch+json",
-            &json!({"metadata": {"annotations": {
-                "opname.dev/time-zone": "Europe/Amsterdam", "opname.dev/locale": "nl-NL"}}})
-            .to_string(),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
+    annotate_acme(
+        &server,
+        json!({"opname.dev/time-zone": "Europe/Amsterdam", "opname.dev/locale": "nl-NL"}),
+    )
+    .await;
     // The Job mounts the operator's configuration, as the chart's ConfigMap.
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "opname-operator", "namespace": "opname-system"},
@@ -555,16 +563,7 @@ async fn export_job_links_email_gate_and_cancel() {
     assert_eq!(smtp.messages().len(), 2, "each notification once");
 
     // A misspelled time zone refuses the export rather than counting the month in UTC.
-    let (code, body) = server
-        .request(
-            "PATCH",
-            "/api/v1/namespaces/acme",
-            "application/merge-patch+json",
-            &json!({"metadata": {"annotations": {"opname.dev/time-zone": "Europe/Amsterdm"}}})
-                .to_string(),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
+    annotate_acme(&server, json!({"opname.dev/time-zone": "Europe/Amsterdm"})).await;
     server
         .create_yaml(&create("zone", "  month: \"2026-10\"\n"))
         .await;

@@ -25,7 +25,7 @@ fn request(name: &str, month: &str) -> Request {
         min_retention_days: 0,
         part_size: PART,
         bytes_per_second: 0,
-        format: Default::default(),
+        organisation: Default::default(),
     }
 }
 

@@ -251,10 +251,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                 .await?
                 .items;
             let namespace = Api::<Namespace>::all(ctx.client.clone()).get(&ns).await?;
-            let organisation =
-                Organisation::from_annotations(namespace.metadata.annotations.as_ref());
-            let checked = organisation
-                .as_ref()
+            let checked = Organisation::from_annotations(namespace.metadata.annotations.as_ref())
                 .map_err(|e| Refusal {
                     reason: "InvalidTimeZone",
                     message: e.to_string(),
@@ -267,6 +264,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                         jiff::Timestamp::now(),
                         &org.time_zone,
                     )
+                    .map(|note| (org, note))
                 });
             match checked {
                 Err(refusal) => {
@@ -285,7 +283,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                         .await;
                     Ok(Action::requeue(Duration::from_secs(1)))
                 }
-                Ok(note) => {
+                Ok((organisation, note)) => {
                     // Pending first, then the Job: once the Job exists it owns the status.
                     let message = note.clone().unwrap_or_else(|| "export Job started".into());
                     patch_status_observed(
@@ -296,8 +294,8 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                             "message": note,
                             // Kept with the export: a later change of the annotations does not
                             // move a month already being exported.
-                            "timeZone": organisation.as_ref().map(|o| o.zone_name()).unwrap_or("UTC"),
-                            "locale": organisation.as_ref().map(|o| o.locale.tag()).unwrap_or("en"),
+                            "timeZone": organisation.zone_name(),
+                            "locale": organisation.locale.tag(),
                             "conditions": [accepted(bex, true, "JobCreated", &message)],
                         }),
                     )

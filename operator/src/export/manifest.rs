@@ -8,11 +8,10 @@
 //! in the organisation's time zone (named in the header), and writes numbers and ids that must
 //! stay text as `="…"`, which Excel keeps as text.
 
-use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use crate::export::parts::Row;
-use crate::organisation::Locale;
+use crate::organisation::{Locale, Organisation};
 
 /// What a CSV written for `Locale` looks like in that locale's Excel.
 trait Spreadsheet {
@@ -82,22 +81,6 @@ impl Spreadsheet for Locale {
     }
 }
 
-/// How a part's CSV is written: language and time zone of the organisation.
-#[derive(Debug, Clone)]
-pub struct Format {
-    pub locale: Locale,
-    pub tz: TimeZone,
-}
-
-impl Default for Format {
-    fn default() -> Self {
-        Self {
-            locale: Locale::En,
-            tz: TimeZone::UTC,
-        }
-    }
-}
-
 /// Kept as text by Excel, whatever it looks like.
 fn text(s: &str) -> String {
     format!("=\"{}\"", s.replace('"', "\"\""))
@@ -112,10 +95,11 @@ fn field(s: &str, sep: char) -> String {
     }
 }
 
-impl Format {
+/// A part's CSV, written in the organisation's language and time zone.
+impl Organisation {
     fn time(&self, t: Option<jiff::Timestamp>) -> String {
         t.map(|t| {
-            t.to_zoned(self.tz.clone())
+            t.to_zoned(self.time_zone.clone())
                 .strftime("%Y-%m-%d %H:%M:%S")
                 .to_string()
         })
@@ -124,7 +108,7 @@ impl Format {
 
     /// The header line, after the BOM; times are labelled with their zone.
     pub fn header(&self) -> String {
-        let zone = self.tz.iana_name().unwrap_or("UTC");
+        let zone = self.zone_name();
         let sep = self.locale.separator().to_string();
         let cols: Vec<String> = self
             .locale
@@ -201,10 +185,7 @@ mod tests {
 
     #[test]
     fn dutch_csv_is_what_dutch_excel_expects() {
-        let f = Format {
-            locale: Locale::from_tag("nl-NL"),
-            tz: TimeZone::get("Europe/Amsterdam").unwrap(),
-        };
+        let f = Organisation::from_names(Some("Europe/Amsterdam"), Some("nl-NL")).unwrap();
         let row = Row::example();
         let csv = f.csv([&row]);
         assert!(csv.starts_with('\u{feff}'), "a BOM: Excel reads UTF-8");
@@ -227,7 +208,7 @@ mod tests {
         assert_eq!(cells[8], "ja");
         assert_eq!(Locale::from_tag("en-GB"), Locale::En);
         assert_eq!(
-            Format::default().header().split(',').nth(3),
+            Organisation::default().header().split(',').nth(3),
             Some("start (UTC)")
         );
     }

@@ -28,7 +28,7 @@ impl Month {
 }
 
 /// `2026-11` → its first day.
-pub fn first_day(month: &str) -> Result<Date, ExportError> {
+fn first_day(month: &str) -> Result<Date, ExportError> {
     let bad = || ExportError::Month(month.to_string());
     let (y, m) = month.split_once('-').ok_or_else(bad)?;
     let (y, m): (i16, i8) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);

@@ -21,9 +21,10 @@ use zip::write::SimpleFileOptions;
 use opname_model::record::Record;
 
 use crate::archive::catalog::{Catalog, CatalogError, Entry};
-use crate::export::manifest::{Format, Manifest, PartListing};
+use crate::export::manifest::{Manifest, PartListing};
 use crate::export::month;
 use crate::export::names::{party, safe_component, stamp};
+use crate::organisation::Organisation;
 
 /// Upload chunk (S3's minimum part size, so memory stays small) and how many may be in flight.
 const CHUNK: usize = 5 << 20;
@@ -62,7 +63,7 @@ pub struct Request {
     /// Pace in bytes per second (0: unpaced).
     pub bytes_per_second: u64,
     /// The organisation's time zone (the month is counted in it) and language.
-    pub format: Format,
+    pub organisation: Organisation,
 }
 
 /// One recording in the export, as listed in the manifests.
@@ -152,17 +153,16 @@ fn row(entry: &Entry, s: &Record, tz: &jiff::tz::TimeZone) -> Row {
 }
 
 /// Manifest bytes a row adds (CSV and JSON), with a checksum of its final length.
-fn manifest_cost(r: &Row, format: &Format) -> u64 {
+fn manifest_cost(r: &Row, org: &Organisation) -> u64 {
     let json = serde_json::to_string(r).map_or(512, |j| j.len() + 64);
-    (format.line(r).len() + json) as u64 + 2 * ENTRY_OVERHEAD
+    (org.line(r).len() + json) as u64 + 2 * ENTRY_OVERHEAD
 }
 
 /// Splits rows (in export order) into parts of at most `limit` bytes, counting audio, ZIP
 /// overhead and manifests; the last part also carries the listing of every part.
-pub fn plan_parts(rows: &[Row], limit: u64, format: &Format) -> Vec<std::ops::Range<usize>> {
+pub fn plan_parts(rows: &[Row], limit: u64, org: &Organisation) -> Vec<std::ops::Range<usize>> {
     let base = 4096;
-    let cost =
-        |r: &Row| r.size + ENTRY_OVERHEAD + r.file.len() as u64 * 2 + manifest_cost(r, format);
+    let cost = |r: &Row| r.size + ENTRY_OVERHEAD + r.file.len() as u64 * 2 + manifest_cost(r, org);
     let mut parts = Vec::new();
     let (mut start, mut used) = (0, base);
     for (i, r) in rows.iter().enumerate() {
@@ -316,12 +316,12 @@ pub async fn run(
     req: &Request,
     mut progress: impl FnMut(&Progress),
 ) -> Result<Vec<Part>, ExportError> {
-    let month = month::month(&req.month, &req.format.tz)?;
+    let month = month::month(&req.month, &req.organisation.time_zone)?;
     let mut entries = Vec::new();
     for period in &month.periods {
         entries.extend(catalog.list(&req.namespace, period).await?);
     }
-    let (month, tz) = (&month, &req.format.tz);
+    let (month, tz) = (&month, &req.organisation.time_zone);
     let mut rows: Vec<Row> = futures::stream::iter(entries.iter())
         .map(|e| async move { catalog.record(e).await.map(|s| (e, s)) })
         .buffered(16)
@@ -336,7 +336,7 @@ pub async fn run(
     // The rows carry what the export needs; the listing can go.
     drop(entries);
     rows.sort_by(|a, b| (&a.user, a.start, &a.id).cmp(&(&b.user, b.start, &b.id)));
-    let plan = plan_parts(&rows, req.part_size, &req.format);
+    let plan = plan_parts(&rows, req.part_size, &req.organisation);
     let mut state = Progress {
         recordings_total: rows.len() as u64,
         bytes_total: rows.iter().map(|r| r.size).sum(),
@@ -392,7 +392,7 @@ pub async fn run(
             namespace: &req.namespace,
             export: &req.name,
             month: &req.month,
-            time_zone: req.format.tz.iana_name().unwrap_or("UTC"),
+            time_zone: req.organisation.zone_name(),
             part: i + 1,
             parts: plan.len(),
             recordings: &rows[range.clone()],
@@ -406,7 +406,7 @@ pub async fn run(
                     .collect()
             }),
         };
-        let csv = req.format.csv(&rows[range.clone()]);
+        let csv = req.organisation.csv(&rows[range.clone()]);
         let options =
             SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
         zip.start_file("manifest.csv", options)?;
@@ -499,7 +499,7 @@ mod tests {
     #[test]
     fn parts_respect_the_limit_and_keep_order() {
         let rows: Vec<Row> = (0..100).map(|i| r(10_000 + i)).collect();
-        let plan = plan_parts(&rows, 200_000, &Format::default());
+        let plan = plan_parts(&rows, 200_000, &Organisation::default());
         assert!(plan.len() > 4);
         let flat: Vec<usize> = plan.iter().flat_map(|p| p.clone()).collect();
         assert_eq!(
@@ -508,7 +508,7 @@ mod tests {
             "every row once, in order"
         );
         // A recording larger than a part gets its own.
-        let f = Format::default();
+        let f = Organisation::default();
         let big = plan_parts(&[r(10), r(1_000_000), r(10)], 100_000, &f);
         assert_eq!(big, [0..1, 1..2, 2..3]);
         assert!(plan_parts(&[], 1000, &f).is_empty());

@@ -1,7 +1,6 @@
 //! The export Job: its spec (hardened like the recorder pods) and its program, the `export` subcommand that writes the parts and reports progress into the BulkExport's status.
 
 use super::*;
-use crate::export::manifest::Format;
 
 /// `base` cut to fit a label value (63 characters) with a hash of `identity` after it, so that
 /// different identities never share a value.
@@ -197,10 +196,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
         min_retention_days: settings.export.min_retention_days,
         part_size: settings.export.part_size_bytes,
         bytes_per_second: settings.export.bytes_per_second,
-        format: Format {
-            locale: organisation.locale,
-            tz: organisation.time_zone,
-        },
+        organisation,
     };
     // Progress goes to the status at most once a second.
     let (tx, mut rx) = tokio::sync::watch::channel(parts::Progress::default());
