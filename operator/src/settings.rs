@@ -8,6 +8,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::kube::Scheduling;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     #[error("cannot read {0}: {1}")]
@@ -30,6 +32,9 @@ pub struct Settings {
     pub front_door: FrontDoorSettings,
     pub sip: SipSettings,
     pub recordings: RecordingsSettings,
+    /// Image pull Secrets named by every pod the operator makes (recorders, front door, export
+    /// Jobs); each must exist in the pod's namespace.
+    pub image_pull_secrets: Vec<String>,
 }
 
 /// The recordings service's trust: which tokens it accepts and which peers may name the client.
@@ -111,6 +116,7 @@ pub struct FrontDoorSettings {
     /// the front door checks that list itself and the recorders admit this range beside it (the
     /// NetworkPolicy narrows it to the front door's pods where it is enforced).
     pub pod_range: Option<opname_model::config::SourceRange>,
+    pub scheduling: Scheduling,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -141,6 +147,7 @@ impl Default for FrontDoorSettings {
             service_type: ServiceType::LoadBalancer,
             distribution: Distribution::RoundRobin,
             pod_range: None,
+            scheduling: Scheduling::default(),
         }
     }
 }
@@ -172,6 +179,8 @@ pub struct ExportSettings {
     /// Secret with the store credentials (and `SMTP_USERNAME`/`SMTP_PASSWORD`) for the Job.
     pub credentials_secret: Option<String>,
     pub smtp: Option<SmtpSettings>,
+    /// Where export Jobs run.
+    pub scheduling: Scheduling,
 }
 
 impl Default for ExportSettings {
@@ -188,6 +197,7 @@ impl Default for ExportSettings {
             config_map: "opname-operator".into(),
             credentials_secret: None,
             smtp: None,
+            scheduling: Scheduling::default(),
         }
     }
 }
@@ -257,6 +267,8 @@ pub struct RecorderSettings {
     /// Opus settings for all recorders.
     pub bitrate: i32,
     pub complexity: i32,
+    /// Where recorders run: nodes the SBCs reach.
+    pub scheduling: Scheduling,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -337,6 +349,7 @@ impl Default for RecorderSettings {
             spool_size: "4Gi".into(),
             bitrate: 24_000,
             complexity: 5,
+            scheduling: Scheduling::default(),
         }
     }
 }

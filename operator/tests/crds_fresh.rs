@@ -6,7 +6,7 @@ use std::path::Path;
 fn checked_in_crds_are_fresh() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let generated = opname_operator::crd::crd_yaml().unwrap();
-    for dir in ["crds", "charts/opname/crds"] {
+    for dir in ["crds", "charts/opname/files/crds"] {
         let mut files: Vec<String> = std::fs::read_dir(root.join(dir))
             .unwrap_or_else(|e| panic!("{dir}: {e}"))
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -23,7 +23,8 @@ kubectl -n opname-system run moto --image=motoserver/moto:latest --port=5000 --e
 kubectl -n opname-system wait --for=condition=Ready pod/moto --timeout=120s
 kubectl -n opname-system run mkbucket --rm -i --restart=Never --image=curlimages/curl -- -sf -X PUT http://moto:5000/opname
 helm install opname charts/opname --namespace opname-system --wait \
-  --set operator.image=opname-operator:e2e --set recorder.image=opname-recorder:e2e \
+  --set operator.image.repository=opname-operator --set operator.image.tag=e2e \
+  --set recorder.image.repository=opname-recorder --set recorder.image.tag=e2e \
   --set store.url=s3://opname --set store.credentialsSecret=opname-store \
   --set store.env.AWS_ENDPOINT=http://moto.opname-system:5000 --set store.env.AWS_ALLOW_HTTP=true \
   --set store.env.AWS_REGION=us-east-1 \

@@ -392,15 +392,18 @@ impl ControlPlane {
 }
 
 impl ControlPlane {
-    /// Installs the chart's CRDs and waits until the server has established each.
+    /// Installs the CRDs as the chart renders them (templates, kept on uninstall) and waits
+    /// until the server has established each.
     pub async fn install_crds(&self, client: &kube::Client) -> Vec<String> {
         use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
         let crds: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
         let mut names = Vec::new();
-        for file in std::fs::read_dir(crate::workspace().join("charts/opname/crds")).expect("crds")
+        let (_, docs) = crate::helm::render(serde_json::json!({"store": {"url": "s3://crds"}}));
+        for doc in docs
+            .into_iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
         {
-            let text = std::fs::read_to_string(file.expect("crd file").path()).expect("crd");
-            let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("crd yaml");
+            let crd: CustomResourceDefinition = serde_json::from_value(doc).expect("crd");
             names.push(crd.metadata.name.clone().unwrap_or_default());
             crds.create(&kube::api::PostParams::default(), &crd)
                 .await

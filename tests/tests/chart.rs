@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use opname_operator::settings::{RtpMode, Settings};
 use opname_tests::helm::render;
 use serde_json::{Value, json};
@@ -19,7 +20,7 @@ fn settings_of(docs: &[Value]) -> Settings {
 
 #[test]
 fn default_values_render_lint_and_configure_the_operator() {
-    let (lint, docs) = render(json!({}));
+    let (lint, docs) = render(json!({"store": {"url": "s3://acme-recordings"}}));
     assert!(lint["errors"].as_array().unwrap().is_empty(), "{lint}");
     let severe: Vec<&Value> = lint["messages"]
         .as_array()
@@ -41,6 +42,9 @@ fn default_values_render_lint_and_configure_the_operator() {
         ("Deployment", 2),
         ("Service", 2),
         ("Ingress", 0),
+        // The operator's: one replica stays through a drain.
+        ("PodDisruptionBudget", 1),
+        ("CustomResourceDefinition", 4),
     ] {
         assert_eq!(find(&docs, kind).len(), n, "{kind}");
     }
@@ -118,7 +122,7 @@ fn default_values_render_lint_and_configure_the_operator() {
         "the operator reviews no tokens"
     );
     let s = settings_of(&docs);
-    assert_eq!(s.store.url, "s3://opname-recordings");
+    assert_eq!(s.store.url, "s3://acme-recordings");
     assert_eq!(
         s.recordings,
         opname_operator::settings::RecordingsSettings::default(),
@@ -161,6 +165,8 @@ fn default_values_render_lint_and_configure_the_operator() {
 #[test]
 fn other_modes_render_too() {
     let (lint, docs) = render(json!({
+        "crds": {"install": false},
+        "operator": {"replicas": 1},
         "store": {"url": "file:///var/lib/opname", "credentialsSecret": null, "env": {}},
         "capacity": {"hpa": {"targetCpuUtilization": 60}, "minReplicas": 1},
         "recorder": {"resources": {"cpuLimit": "2"}},
@@ -186,6 +192,11 @@ fn other_modes_render_too() {
     );
     assert!(s.rtp.latching);
     assert!(!s.rtp.plain_with_tls);
+    assert!(find(&docs, "CustomResourceDefinition").is_empty());
+    assert!(
+        find(&docs, "PodDisruptionBudget").is_empty(),
+        "one replica: a budget would block every drain"
+    );
     let ingress = find(&docs, "Ingress")[0];
     assert_eq!(ingress["spec"]["rules"][0]["host"], "rec.example.com");
     assert_eq!(ingress["spec"]["tls"][0]["secretName"], "rec-tls");
@@ -194,4 +205,196 @@ fn other_modes_render_too() {
         (smtp.host.as_str(), smtp.port, smtp.starttls),
         ("smtp.example.com", 587, true)
     );
+}
+
+#[test]
+fn values_the_schema_does_not_know_are_refused() {
+    for (values, expected) in [
+        // No default bucket: S3 bucket names are global.
+        (json!({}), "store.url is required"),
+        (
+            json!({"store": {"url": "s3://b"}, "recorder": {"complexty": 3}}),
+            "'complexty' not allowed",
+        ),
+        (
+            json!({"store": {"url": "s3://b"}, "operator": {"image": "ghcr.io/x/y:1"}}),
+            "/operator/image",
+        ),
+        (
+            json!({"store": {"url": "s3://b"}, "rtp": {"mode": "Host"}}),
+            "/rtp/mode",
+        ),
+        (json!({"store": {"url": "bucket"}}), "/store/url"),
+        (
+            json!({"store": {"url": "s3://b"}, "recorder": {"scheduling": {"nodeSelectr": {}}}}),
+            "'nodeSelectr' not allowed",
+        ),
+    ] {
+        let refused = opname_tests::helm::try_render(values.clone())
+            .err()
+            .unwrap_or_else(|| panic!("{values} was accepted"));
+        assert!(refused.contains(expected), "{values}: {refused}");
+    }
+}
+
+/// The scheduling knobs used by every workload below.
+fn scheduling(zone: &str) -> Value {
+    json!({
+        "nodeSelector": {"opname.dev/zone": zone},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": zone, "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]}]}}},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}]
+    })
+}
+
+fn assert_scheduled(pod: &Value, zone: &str, own: &Value, what: &str) {
+    assert_eq!(pod["nodeSelector"]["opname.dev/zone"], zone, "{what}");
+    assert_eq!(pod["tolerations"][0]["value"], zone, "{what}");
+    assert!(pod["affinity"]["nodeAffinity"].is_object(), "{what}: {pod}");
+    let spread = &pod["topologySpreadConstraints"][0];
+    assert_eq!(spread["maxSkew"], 1, "{what}");
+    assert_eq!(
+        &spread["labelSelector"]["matchLabels"], own,
+        "{what}: a constraint without selector spreads the workload's own pods"
+    );
+    assert_eq!(pod["imagePullSecrets"][0]["name"], "registry", "{what}");
+}
+
+#[test]
+fn every_workload_takes_the_scheduling_knobs_and_pinned_images() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let (lint, docs) = render(json!({
+        "store": {"url": "s3://acme-recordings"},
+        "imagePullSecrets": ["registry"],
+        "operator": {"scheduling": scheduling("ops"), "image": {"repository": "registry.example/opname-operator", "digest": digest}},
+        "recordings": {"scheduling": scheduling("web")},
+        "recorder": {"scheduling": scheduling("sip"), "image": {"repository": "registry.example/opname-recorder", "tag": "0.2.0"}},
+        "frontDoor": {"enabled": true, "scheduling": scheduling("edge")},
+        "export": {"scheduling": scheduling("batch")},
+        "rtp": {"mode": "HostNetwork"}
+    }));
+    assert!(lint["errors"].as_array().unwrap().is_empty(), "{lint}");
+    let deployment = |name: &str| {
+        find(&docs, "Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{name}"))
+            .clone()
+    };
+    for (name, zone) in [("opname-operator", "ops"), ("opname-recordings", "web")] {
+        let d = deployment(name);
+        let pod = &d["spec"]["template"]["spec"];
+        assert_scheduled(pod, zone, &d["spec"]["selector"]["matchLabels"], name);
+        assert_eq!(
+            pod["containers"][0]["image"],
+            format!("registry.example/opname-operator@{digest}"),
+            "the digest wins"
+        );
+    }
+    // The operator makes the rest from the configuration the chart renders.
+    let s = settings_of(&docs);
+    assert_eq!(s.recorder.image, "registry.example/opname-recorder:0.2.0");
+    assert_eq!(
+        s.export.image,
+        format!("registry.example/opname-operator@{digest}")
+    );
+    let policy: opname_operator::crd::RecordingPolicy = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            opname_tests::workspace().join("examples/10-policy-alice-always.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let planned = opname_operator::fleet::plan("acme", &[policy], &s, None, &now)
+        .unwrap()
+        .children
+        .unwrap();
+    let recorders = serde_json::to_value(&planned.deployment).unwrap();
+    let pod = &recorders["spec"]["template"]["spec"];
+    assert_scheduled(
+        pod,
+        "sip",
+        &recorders["spec"]["selector"]["matchLabels"],
+        "recorders",
+    );
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    assert_eq!(
+        anti[0]["topologyKey"], "kubernetes.io/hostname",
+        "host networking's one recorder per node stays beside the platform's affinity"
+    );
+    let door = serde_json::to_value(
+        opname_operator::fleet::front_door::children("acme", &s, &[]).deployment,
+    )
+    .unwrap();
+    assert_scheduled(
+        &door["spec"]["template"]["spec"],
+        "edge",
+        &door["spec"]["selector"]["matchLabels"],
+        "front door",
+    );
+    let job =
+        serde_json::to_value(opname_operator::export::controller::job("acme", "oct", &s)).unwrap();
+    assert_scheduled(
+        &job["spec"]["template"]["spec"],
+        "batch",
+        &job["spec"]["template"]["metadata"]["labels"],
+        "export Job",
+    );
+    // A tag defaults to the chart's appVersion.
+    let (_, plain) = render(json!({"store": {"url": "s3://b"}}));
+    assert_eq!(
+        settings_of(&plain).recorder.image,
+        "ghcr.io/opname/opname-recorder:0.1.0"
+    );
+}
+
+#[test]
+fn crds_are_templates_kept_on_uninstall_and_match_the_generated_ones() {
+    let (_, docs) = render(json!({"store": {"url": "s3://b"}}));
+    let crds = find(&docs, "CustomResourceDefinition");
+    let generated = opname_operator::crd::crd_yaml().unwrap();
+    assert_eq!(crds.len(), generated.len());
+    for (_, yaml) in generated {
+        // Typed, so that Helm's 3650 and the generator's 3650.0 compare equal.
+        let want: CustomResourceDefinition = serde_saphyr::from_str(&yaml).unwrap();
+        let name = want.metadata.name.clone();
+        let got = crds
+            .iter()
+            .find(|c| c["metadata"]["name"].as_str() == name.as_deref())
+            .expect("rendered");
+        let got: CustomResourceDefinition = serde_json::from_value((*got).clone()).unwrap();
+        assert_eq!(got.spec, want.spec, "{name:?}");
+        assert_eq!(
+            got.metadata.annotations.unwrap()["helm.sh/resource-policy"],
+            "keep",
+            "helm uninstall must not delete every policy"
+        );
+    }
+}
+
+#[test]
+fn notes_name_the_next_steps() {
+    let r = opname_tests::helm::try_render(json!({
+        "store": {"url": "s3://acme-recordings"},
+        "recordings": {"ingress": {"enabled": true, "host": "rec.example.com"}}
+    }))
+    .unwrap();
+    for step in [
+        "create secret generic opname-operator-store",
+        "create secret generic opname-store",
+        "eks.amazonaws.com/role-arn",
+        "kubectl apply -f examples/10-policy-alice-always.yaml",
+        "https://rec.example.com/",
+        "--audience opname.dev/recordings",
+        "sip.allow is empty",
+    ] {
+        assert!(
+            r.notes.contains(step),
+            "NOTES.txt lacks {step:?}:\n{}",
+            r.notes
+        );
+    }
 }

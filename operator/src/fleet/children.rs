@@ -286,24 +286,9 @@ pub(super) fn children(
         ),
         ..Default::default()
     };
-    let pod = PodSpec {
+    let mut pod = PodSpec {
         containers: vec![container],
         host_network: host_network.then_some(true),
-        // Host networking binds SIP and RTP ports on the node: one recorder per node.
-        affinity: host_network.then(|| Affinity {
-            pod_anti_affinity: Some(PodAntiAffinity {
-                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
-                    label_selector: Some(LabelSelector {
-                        match_labels: Some(selector(namespace)),
-                        ..Default::default()
-                    }),
-                    topology_key: "kubernetes.io/hostname".into(),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
         dns_policy: host_network.then(|| "ClusterFirstWithHostNet".into()),
         termination_grace_period_seconds: Some(termination_grace(
             settings.recorder.pre_stop_seconds,
@@ -352,8 +337,22 @@ pub(super) fn children(
             }))
             .collect(),
         ),
+        image_pull_secrets: crate::kube::pull_secrets(&settings.image_pull_secrets),
         ..Default::default()
     };
+    // Host networking binds SIP and RTP ports on the node: one recorder per node.
+    let one_per_node = host_network.then(|| PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(selector(namespace)),
+            ..Default::default()
+        }),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..Default::default()
+    });
+    settings
+        .recorder
+        .scheduling
+        .apply(&mut pod, &selector(namespace), one_per_node);
     let hpa_enabled = settings.capacity.hpa.is_some();
     let deployment = Deployment {
         metadata: meta(namespace),

@@ -451,8 +451,7 @@ async fn apply_front_door(
     ns: &str,
     recorders: &[std::net::IpAddr],
 ) -> Result<(), Error> {
-    let door =
-        fleet::front_door::children(ns, &ctx.settings.front_door, &ctx.settings.sip, recorders);
+    let door = fleet::front_door::children(ns, &ctx.settings, recorders);
     apply(ctx, ns, &door.config_map).await?;
     apply(ctx, ns, &door.deployment).await?;
     apply(ctx, ns, &door.service).await

@@ -20,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{SIP_PORT, field_env};
-use crate::settings::{Distribution, FrontDoorSettings, ServiceType, SipSettings};
+use crate::settings::{Distribution, ServiceType, Settings};
 use opname_model::config::{Refuse, SourceRange};
 
 /// Name of the front door's ConfigMap, Deployment and Service.
@@ -99,12 +99,8 @@ pub fn kamailio_cfg(distribution: Distribution, allow: &[SourceRange], refuse: R
         .replace("{{SOURCE_CHECK}}", &check)
 }
 
-pub fn children(
-    namespace: &str,
-    settings: &FrontDoorSettings,
-    sip: &SipSettings,
-    recorders: &[IpAddr],
-) -> FrontDoor {
+pub fn children(namespace: &str, all: &Settings, recorders: &[IpAddr]) -> FrontDoor {
+    let (settings, sip) = (&all.front_door, &all.sip);
     let meta = || ObjectMeta {
         name: Some(FRONT_DOOR.into()),
         namespace: Some(namespace.into()),
@@ -174,7 +170,7 @@ pub fn children(
         ]),
         ..Default::default()
     };
-    let deployment = Deployment {
+    let mut deployment = Deployment {
         metadata: meta(),
         spec: DeploymentSpec {
             replicas: Some(settings.replicas),
@@ -205,6 +201,7 @@ pub fn children(
                             ..Default::default()
                         },
                     ]),
+                    image_pull_secrets: crate::kube::pull_secrets(&all.image_pull_secrets),
                     ..Default::default()
                 }),
             },
@@ -212,6 +209,9 @@ pub fn children(
         },
         ..Default::default()
     };
+    if let Some(pod) = deployment.spec.template.spec.as_mut() {
+        settings.scheduling.apply(pod, &selector(namespace), None);
+    }
     let service_port = |name: &str, protocol: &str| ServicePort {
         name: Some(name.into()),
         port: SIP_PORT,
@@ -320,12 +320,15 @@ mod tests {
 
     #[test]
     fn front_door_is_its_own_workload_out_of_the_recorders_selector() {
-        let s = FrontDoorSettings {
-            enabled: true,
-            service_type: ServiceType::NodePort,
-            ..Default::default()
-        };
-        let fd = children("acme", &s, &SipSettings::default(), &[]);
+        let mut s = Settings::default();
+        s.front_door.enabled = true;
+        s.front_door.service_type = ServiceType::NodePort;
+        s.front_door.scheduling.node_selector = BTreeMap::from([("edge".into(), "sip".into())]);
+        s.image_pull_secrets = vec!["registry".into()];
+        let fd = children("acme", &s, &[]);
+        let pod = fd.deployment.spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.node_selector.as_ref().unwrap()["edge"], "sip");
+        assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
         let pod_labels = fd
             .deployment
             .spec

@@ -341,6 +341,8 @@ fn host_network_and_credentials() {
     s.store
         .env
         .insert("AWS_ENDPOINT".into(), "https://s3.example".into());
+    s.recorder.scheduling.node_selector = BTreeMap::from([("sbc".into(), "reachable".into())]);
+    s.image_pull_secrets = vec!["registry".into()];
     let c = plan("acme", &[policy("alice", 1, &["1001"])], &s, None, &at(0))
         .unwrap()
         .children
@@ -374,6 +376,12 @@ fn host_network_and_credentials() {
         term.topology_key, "kubernetes.io/hostname",
         "one host-network recorder per node"
     );
+    assert_eq!(
+        pod.node_selector.as_ref().unwrap()["sbc"],
+        "reachable",
+        "the platform's nodes, beside the operator's own anti-affinity"
+    );
+    assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
     let ctr = &pod.containers[0];
     let env = ctr.env.as_ref().unwrap();
     assert_eq!(

@@ -6,6 +6,10 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::runtime::events::{Event, EventType, Recorder};
 
+pub mod scheduling;
+
+pub use scheduling::{Scheduling, pull_secrets};
+
 /// The user and group every opname container runs as (the images' non-root user).
 pub const RUN_AS: i64 = 65532;
 

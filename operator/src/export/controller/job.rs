@@ -106,7 +106,7 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
         }),
         ..Default::default()
     };
-    Job {
+    let mut job = Job {
         metadata: ObjectMeta {
             name: Some(job_name(ns, name)),
             namespace: Some(job_namespace(settings)),
@@ -119,7 +119,7 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
             ttl_seconds_after_finished: Some(7 * 24 * 3600),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels),
+                    labels: Some(labels.clone()),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -135,13 +135,18 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
                         }),
                         ..Default::default()
                     }]),
+                    image_pull_secrets: crate::kube::pull_secrets(&settings.image_pull_secrets),
                     ..Default::default()
                 }),
             },
             ..Default::default()
         }),
         ..Default::default()
+    };
+    if let Some(pod) = job.spec.as_mut().and_then(|j| j.template.spec.as_mut()) {
+        s.scheduling.apply(pod, &labels, None);
     }
+    job
 }
 
 /// A Job stands for the BulkExport named in its annotation (its label may be shortened).
