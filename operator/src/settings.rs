@@ -269,6 +269,11 @@ pub struct RecorderSettings {
     pub complexity: i32,
     /// Where recorders run: nodes the SBCs reach.
     pub scheduling: Scheduling,
+    /// A ServiceAccount of each organisation's namespace for the recorders, for a cloud
+    /// identity instead of the store Secret (IRSA, workload identity); the platform creates it.
+    /// `None`: the namespace's default. Recorders never call the API: no token is mounted
+    /// unless an identity webhook projects its own.
+    pub service_account: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -350,6 +355,7 @@ impl Default for RecorderSettings {
             bitrate: 24_000,
             complexity: 5,
             scheduling: Scheduling::default(),
+            service_account: None,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod controlplane;
 pub mod garage;
 pub mod helm;
 pub mod kubelet;
+pub mod pki;
 pub mod s3;
 pub mod smtp;
 

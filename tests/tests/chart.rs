@@ -269,7 +269,7 @@ fn every_workload_takes_the_scheduling_knobs_and_pinned_images() {
         "imagePullSecrets": ["registry"],
         "operator": {"scheduling": scheduling("ops"), "image": {"repository": "registry.example/opname-operator", "digest": digest}},
         "recordings": {"scheduling": scheduling("web")},
-        "recorder": {"scheduling": scheduling("sip"), "image": {"repository": "registry.example/opname-recorder", "tag": "0.2.0"}},
+        "recorder": {"scheduling": scheduling("sip"), "image": {"repository": "registry.example/opname-recorder", "tag": "0.2.0"}, "serviceAccountName": "opname-recorder"},
         "frontDoor": {"enabled": true, "scheduling": scheduling("edge")},
         "export": {"scheduling": scheduling("batch")},
         "rtp": {"mode": "HostNetwork"}
@@ -397,4 +397,62 @@ fn notes_name_the_next_steps() {
             r.notes
         );
     }
+}
+
+/// The chart's `ci/` values files (chart-testing's convention), which the README's install
+/// section names: each renders and lints, and configures what its comment says.
+#[test]
+fn the_install_values_files_render() {
+    let dir = opname_tests::workspace().join("charts/opname/ci");
+    let mut seen = Vec::new();
+    for file in opname_tests::files_with(&dir, "-values.yaml") {
+        let values: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let (lint, docs) = render(values);
+        assert!(
+            lint["errors"].as_array().unwrap().is_empty(),
+            "{file:?}: {lint}"
+        );
+        let s = settings_of(&docs);
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let operator = find(&docs, "Deployment")
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == "opname-operator")
+            .unwrap()
+            .clone();
+        let env_from = &operator["spec"]["template"]["spec"]["containers"][0]["envFrom"];
+        let accounts = find(&docs, "ServiceAccount");
+        match name.as_str() {
+            "irsa-values.yaml" => {
+                assert!(env_from.is_null(), "no key Secret: {env_from}");
+                assert_eq!(s.store.credentials_secret, None);
+                assert_eq!(s.export.credentials_secret, None);
+                assert_eq!(
+                    s.recorder.service_account.as_deref(),
+                    Some("opname-recorder")
+                );
+                for sa in ["opname-operator", "opname-recordings"] {
+                    let sa = accounts
+                        .iter()
+                        .find(|d| d["metadata"]["name"] == sa)
+                        .unwrap();
+                    assert!(
+                        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+                            .as_str()
+                            .unwrap()
+                            .ends_with(sa["metadata"]["name"].as_str().unwrap()),
+                        "{sa}"
+                    );
+                }
+            }
+            "static-keys-values.yaml" => {
+                assert_eq!(env_from[0]["secretRef"]["name"], "opname-operator-store");
+                assert_eq!(s.store.credentials_secret.as_deref(), Some("opname-store"));
+            }
+            other => panic!("{other}: say what it configures here"),
+        }
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(seen, ["irsa-values.yaml", "static-keys-values.yaml"]);
 }

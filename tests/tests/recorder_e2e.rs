@@ -604,81 +604,6 @@ fn strangers_are_refused_and_tcp_connections_are_bounded() {
     );
 }
 
-/// Runs `openssl` with `args` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA `name` and a certificate it signs for `cn` with `usage` (serverAuth, clientAuth).
-fn certificate(dir: &Path, ca: &str, name: &str, cn: &str, usage: &str) {
-    let ext = format!("{name}.ext");
-    std::fs::write(
-        dir.join(&ext),
-        format!("subjectAltName=DNS:{cn}\nextendedKeyUsage={usage}\n"),
-    )
-    .unwrap();
-    let curve = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    if !dir.join(format!("{ca}.pem")).exists() {
-        let (key, pem, subject) = (
-            format!("{ca}.key"),
-            format!("{ca}.pem"),
-            format!("/CN={ca}"),
-        );
-        let mut args = vec!["req", "-x509"];
-        args.extend(curve);
-        args.extend([
-            "-keyout", &key, "-out", &pem, "-days", "2", "-subj", &subject,
-        ]);
-        openssl(dir, &args);
-    }
-    let (key, csr, pem, subject) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-        format!("/CN={cn}"),
-    );
-    let mut args = vec!["req"];
-    args.extend(curve);
-    args.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
-    openssl(dir, &args);
-    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_pem,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ],
-    );
-}
-
 /// The TLS client on another stack (Python's ssl, i.e. OpenSSL): its JSON report.
 fn tls_sbc(port: u16, args: &[&str]) -> serde_json::Value {
     let script = opname_tests::workspace().join("tests/tls/sbc.py");
@@ -700,8 +625,8 @@ fn tls_sbc(port: u16, args: &[&str]) -> serde_json::Value {
 /// SBC certificate it signed are made in `dir`; `rtp` is YAML under `rtp:` (may be empty).
 fn tls_recorder(dir: &Path, rtp: &str) -> (Recorder, u16, std::path::PathBuf) {
     opname_tests::require("openssl", "apt-get install openssl");
-    certificate(dir, "ca", "server", "recorder.opname.test", "serverAuth");
-    certificate(dir, "ca", "sbc", "sbc.opname.test", "clientAuth");
+    opname_tests::pki::certificate(dir, "ca", "server", "recorder.opname.test", "serverAuth");
+    opname_tests::pki::certificate(dir, "ca", "sbc", "sbc.opname.test", "clientAuth");
     let tls_port = opname_tests::free_port();
     let p = |f: &str| dir.join(f).display().to_string();
     let store = dir.join("store");
@@ -735,7 +660,7 @@ fn sip_over_mutual_tls_from_another_stack_records_and_rotates() {
     let dir = work.path();
     let sources = make_audio(dir);
     let (rec, tls_port, store) = tls_recorder(dir, "");
-    certificate(dir, "rogue-ca", "rogue", "sbc.opname.test", "clientAuth");
+    opname_tests::pki::certificate(dir, "rogue-ca", "rogue", "sbc.opname.test", "clientAuth");
     let p = |f: &str| dir.join(f).display().to_string();
     let (ca, cert, key) = (p("ca.pem"), p("sbc.pem"), p("sbc.key"));
     // Without a client certificate, or with one of another CA: refused.
@@ -805,7 +730,7 @@ fn sip_over_mutual_tls_from_another_stack_records_and_rotates() {
     check_recording(&record, &audio, &sources, "TLS");
 
     // The server certificate rotated in place (another CA): new connections get it.
-    certificate(dir, "ca2", "server2", "recorder.opname.test", "serverAuth");
+    opname_tests::pki::certificate(dir, "ca2", "server2", "recorder.opname.test", "serverAuth");
     std::fs::copy(dir.join("server2.pem"), dir.join("server.pem")).unwrap();
     std::fs::copy(dir.join("server2.key"), dir.join("server.key")).unwrap();
     let ca2 = p("ca2.pem");

@@ -7,20 +7,18 @@
 
 use std::time::Duration;
 
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::signer::Signer;
 
-use crate::retention::lifecycle::{s3_bucket, setting};
 use crate::settings::StoreSettings;
+use crate::store::{s3_builder, setting};
 
 /// SigV4's limit for presigned URLs.
 pub const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("store settings: {0}")]
-    Settings(String),
     #[error(transparent)]
     Store(#[from] object_store::Error),
     #[error("linkTTL {0:?} is not a duration such as 72h or 90m")]
@@ -71,6 +69,10 @@ pub fn effective_ttl(
     ttl
 }
 
+/// object_store renews temporary credentials this long before they end, so one it hands out
+/// is good for at least this much longer (its token cache's minimum).
+pub const TEMPORARY_FLOOR: Duration = Duration::from_secs(300);
+
 pub struct LinkSigner {
     s3: AmazonS3,
     credentials_expire: Option<jiff::Timestamp>,
@@ -78,32 +80,18 @@ pub struct LinkSigner {
 
 impl LinkSigner {
     /// `None` for stores without presigned URLs (the local directory store: its archives are
-    /// downloaded through the recordings service).
+    /// downloaded through the recordings service). Credentials come from the store's chain
+    /// (`crate::store`), the host of the links from `public_endpoint` when set.
     pub fn from_settings(
         store: &StoreSettings,
         public_endpoint: Option<&str>,
     ) -> Result<Option<Self>, LinkError> {
-        let Some(bucket) = s3_bucket(&store.url) else {
+        let Some(mut b) = s3_builder(store) else {
             return Ok(None);
         };
-        let need = |k: &str| {
-            setting(store, k)
-                .ok_or_else(|| LinkError::Settings(format!("{k} is not set for signing links")))
-        };
-        let region = setting(store, "AWS_REGION").unwrap_or_else(|| "us-east-1".into());
-        let mut b = AmazonS3Builder::new()
-            .with_bucket_name(&bucket)
-            .with_region(&region)
-            .with_access_key_id(need("AWS_ACCESS_KEY_ID")?)
-            .with_secret_access_key(need("AWS_SECRET_ACCESS_KEY")?)
-            .with_allow_http(true);
-        if let Some(token) = setting(store, "AWS_SESSION_TOKEN") {
-            b = b.with_token(token);
-        }
-        if let Some(endpoint) = public_endpoint
-            .map(str::to_string)
-            .or_else(|| setting(store, "AWS_ENDPOINT"))
-        {
+        // Links may name an http:// endpoint users reach (an in-cluster store in tests).
+        b = b.with_allow_http(true);
+        if let Some(endpoint) = public_endpoint {
             b = b.with_endpoint(endpoint);
         }
         // `aws configure export-credentials --format env` and most credential helpers set this
@@ -116,14 +104,24 @@ impl LinkSigner {
         }))
     }
 
-    /// A GET link for `key` and when it stops working.
+    /// A GET link for `key` and when it stops working. Temporary credentials whose end is not
+    /// known (a web identity's, which object_store renews hourly) are promised only for
+    /// [`TEMPORARY_FLOOR`]: a link cannot outlive the session that signed it.
     pub async fn sign(
         &self,
         key: &str,
         requested: Option<Duration>,
         now: jiff::Timestamp,
     ) -> Result<(String, jiff::Timestamp), LinkError> {
-        let ttl = effective_ttl(requested, self.credentials_expire, now);
+        let credential = self.s3.credentials().get_credential().await?;
+        let floor = jiff::SignedDuration::try_from(TEMPORARY_FLOOR).unwrap_or_default();
+        let credentials_expire = self.credentials_expire.or_else(|| {
+            credential
+                .token
+                .is_some()
+                .then(|| now.checked_add(floor).unwrap_or(now))
+        });
+        let ttl = effective_ttl(requested, credentials_expire, now);
         let url = self
             .s3
             .signed_url(http::Method::GET, &Path::from(key), ttl)

@@ -338,6 +338,8 @@ pub(super) fn children(
             .collect(),
         ),
         image_pull_secrets: crate::kube::pull_secrets(&settings.image_pull_secrets),
+        service_account_name: settings.recorder.service_account.clone(),
+        automount_service_account_token: Some(false),
         ..Default::default()
     };
     // Host networking binds SIP and RTP ports on the node: one recorder per node.

@@ -343,6 +343,7 @@ fn host_network_and_credentials() {
         .insert("AWS_ENDPOINT".into(), "https://s3.example".into());
     s.recorder.scheduling.node_selector = BTreeMap::from([("sbc".into(), "reachable".into())]);
     s.image_pull_secrets = vec!["registry".into()];
+    s.recorder.service_account = Some("opname-recorder".into());
     let c = plan("acme", &[policy("alice", 1, &["1001"])], &s, None, &at(0))
         .unwrap()
         .children
@@ -382,6 +383,8 @@ fn host_network_and_credentials() {
         "the platform's nodes, beside the operator's own anti-affinity"
     );
     assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
+    assert_eq!(pod.service_account_name.as_deref(), Some("opname-recorder"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
     let ctr = &pod.containers[0];
     let env = ctr.env.as_ref().unwrap();
     assert_eq!(

@@ -9,17 +9,16 @@ use base64::Engine;
 use futures::StreamExt;
 use md5::{Digest, Md5};
 use object_store::ObjectStore;
-use object_store::aws::{AwsAuthorizer, AwsCredential};
+use object_store::aws::{AmazonS3, AmazonS3ConfigKey, AwsAuthorizer};
 use object_store::client::HttpRequestBody;
 use object_store::path::Path;
 
 use crate::retention::rules::{self, Configuration};
 use crate::settings::StoreSettings;
+use crate::store::setting;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
-    #[error("store settings: {0}")]
-    Settings(String),
     #[error("S3 request: {0}")]
     Http(String),
     #[error("S3 answered {0}: {1}")]
@@ -37,60 +36,29 @@ pub struct Bucket {
     http: reqwest::Client,
     url: String,
     region: String,
-    credential: AwsCredential,
-    /// The same bucket through object_store, to see whether a retired class still holds objects.
-    store: Arc<dyn ObjectStore>,
-}
-
-/// A store setting from the operator's configuration, else its environment.
-pub(crate) fn setting(store: &StoreSettings, key: &str) -> Option<String> {
-    store
-        .env
-        .get(key)
-        .cloned()
-        .or_else(|| std::env::var(key).ok())
-        .filter(|v| !v.is_empty())
-}
-
-/// The bucket of an `s3://bucket[/…]` URL.
-pub(crate) fn s3_bucket(url: &str) -> Option<String> {
-    url.strip_prefix("s3://")
-        .map(|b| b.split('/').next().unwrap_or(b).to_string())
+    /// The same bucket through object_store: its credential chain signs the lifecycle calls
+    /// too, and it tells whether a retired class still holds objects.
+    s3: Arc<AmazonS3>,
 }
 
 impl Bucket {
     /// `None` for stores that are not S3 (they use the sweeper).
     pub fn from_settings(store: &StoreSettings) -> Result<Option<Self>, LifecycleError> {
-        let Some(bucket) = s3_bucket(&store.url) else {
+        let Some(builder) = crate::store::s3_builder(store) else {
             return Ok(None);
         };
-        let region = setting(store, "AWS_REGION").unwrap_or_else(|| "us-east-1".into());
+        let region = crate::store::s3_region(store);
         let endpoint = setting(store, "AWS_ENDPOINT")
+            .or_else(|| setting(store, "AWS_ENDPOINT_URL"))
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-        let credential = AwsCredential {
-            key_id: setting(store, "AWS_ACCESS_KEY_ID").ok_or_else(|| {
-                LifecycleError::Settings("AWS_ACCESS_KEY_ID is not set for the operator".into())
-            })?,
-            secret_key: setting(store, "AWS_SECRET_ACCESS_KEY").ok_or_else(|| {
-                LifecycleError::Settings("AWS_SECRET_ACCESS_KEY is not set for the operator".into())
-            })?,
-            token: setting(store, "AWS_SESSION_TOKEN"),
-        };
-        let allow_http = setting(store, "AWS_ALLOW_HTTP").is_some_and(|v| v == "true");
-        let objects = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(&bucket)
-            .with_region(&region)
-            .with_endpoint(&endpoint)
-            .with_allow_http(allow_http)
-            .with_access_key_id(&credential.key_id)
-            .with_secret_access_key(&credential.secret_key)
-            .build()?;
+        let bucket = builder
+            .get_config_value(&AmazonS3ConfigKey::Bucket)
+            .unwrap_or_default();
         Ok(Some(Self {
             http: reqwest::Client::new(),
             url: format!("{}/{bucket}", endpoint.trim_end_matches('/')),
             region,
-            credential,
-            store: Arc::new(objects),
+            s3: Arc::new(builder.build()?),
         }))
     }
 
@@ -107,7 +75,8 @@ impl Bucket {
             .header("content-type", "application/xml")
             .body(HttpRequestBody::from(body.clone()))
             .map_err(|e| LifecycleError::Http(e.to_string()))?;
-        AwsAuthorizer::new(&self.credential, "s3", &self.region)
+        let credential = self.s3.credentials().get_credential().await?;
+        AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut req, None)
             .map_err(|e| LifecycleError::Http(e.to_string()))?;
         let resp = self
@@ -144,12 +113,12 @@ impl Bucket {
 
     /// The bucket's objects, through object_store.
     pub fn objects(&self) -> Arc<dyn ObjectStore> {
-        self.store.clone()
+        self.s3.clone()
     }
 
     async fn holds_objects(&self, prefix: &str) -> bool {
         let prefix = Path::from(prefix.trim_end_matches('/'));
-        matches!(self.store.list(Some(&prefix)).next().await, Some(Ok(_)))
+        matches!(self.s3.list(Some(&prefix)).next().await, Some(Ok(_)))
     }
 }
 
