@@ -1,6 +1,5 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand};
 use kube::Client;
@@ -83,10 +82,15 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    // JSON lines for a log pipeline or SIEM (the recordings service's audit lines included).
+    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let result = match Cli::parse().command {
         Command::Crd { out } => write_crds(out),
         Command::Render {
@@ -236,7 +240,7 @@ async fn run(
         _ = sigterm() => return Ok(()),
     }
     tracing::info!("leading: starting the controller");
-    metrics.leading.store(true, Ordering::Relaxed);
+    metrics.leader.set(1);
     let mut lost = leading.clone();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -255,7 +259,7 @@ async fn run(
             stop.clone()
         ),
         async {
-            if let Some(ctx) = archive::context(&client, settings, metrics) {
+            if let Some(ctx) = archive::context(&client, settings, metrics.clone()) {
                 tokio::join!(
                     archive::controllers::run(ctx.clone(), stop.clone()),
                     export::controller::run(ctx, stop),
@@ -263,6 +267,7 @@ async fn run(
             }
         },
     );
+    metrics.leader.set(0);
     drop(leading);
     // Closing the channel makes the lease task release the lease for the next replica.
     let _ = lease_task.await;

@@ -1,14 +1,15 @@
 //! Operator metrics and health endpoints.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 pub struct Metrics {
@@ -17,9 +18,9 @@ pub struct Metrics {
     pub failures: Counter,
     pub duration: Histogram,
     /// opname's lifecycle rules in force after the last verified enforcement.
-    pub lifecycle_rules: prometheus_client::metrics::gauge::Gauge,
+    pub lifecycle_rules: Gauge,
     /// Unix time of the last enforcement whose read-back matched.
-    pub lifecycle_verified: prometheus_client::metrics::gauge::Gauge,
+    pub lifecycle_verified: Gauge,
     pub lifecycle_failures: Counter,
     /// Objects and bytes the sweeper deleted.
     pub swept_objects: Counter,
@@ -27,8 +28,10 @@ pub struct Metrics {
     /// Objects and bytes deleted by erasure requests.
     pub erased_objects: Counter,
     pub erased_bytes: Counter,
-    /// Set once this replica leads and its controller runs.
-    pub leading: AtomicBool,
+    /// 1 while this replica leads and its controllers run.
+    pub leader: Gauge,
+    /// BulkExports that ended Failed (refused, or their Job failed or vanished).
+    pub exports_failed: Counter,
 }
 
 impl Metrics {
@@ -36,14 +39,31 @@ impl Metrics {
         let reconciles = Counter::default();
         let failures = Counter::default();
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
-        let lifecycle_rules = prometheus_client::metrics::gauge::Gauge::default();
-        let lifecycle_verified = prometheus_client::metrics::gauge::Gauge::default();
+        let lifecycle_rules = Gauge::default();
+        let lifecycle_verified = Gauge::default();
         let lifecycle_failures = Counter::default();
         let swept_objects = Counter::default();
         let swept_bytes = Counter::default();
         let erased_objects = Counter::default();
         let erased_bytes = Counter::default();
+        let leader = Gauge::default();
+        let exports_failed = Counter::default();
         let mut registry = Registry::with_prefix("opname_operator");
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and runs the controllers",
+            leader.clone(),
+        );
+        registry.register(
+            "exports_failed",
+            "BulkExports that ended Failed",
+            exports_failed.clone(),
+        );
+        registry.register(
+            "build",
+            "The operator's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
         registry.register(
             "reconcile_failures",
@@ -102,7 +122,8 @@ impl Metrics {
             swept_bytes,
             erased_objects,
             erased_bytes,
-            leading: AtomicBool::new(false),
+            leader,
+            exports_failed,
         })
     }
 }
@@ -115,7 +136,7 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
         .route(
             "/leader",
             get(|State(m): State<Arc<Metrics>>| async move {
-                if m.leading.load(Ordering::Relaxed) {
+                if m.leader.get() == 1 {
                     (StatusCode::OK, "leading")
                 } else {
                     (StatusCode::SERVICE_UNAVAILABLE, "standby")

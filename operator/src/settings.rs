@@ -32,9 +32,22 @@ pub struct Settings {
     pub front_door: FrontDoorSettings,
     pub sip: SipSettings,
     pub recordings: RecordingsSettings,
+    /// `json`: JSON log lines from the recorders the operator makes (`LOG_FORMAT`), as from the
+    /// operator itself when its own environment says so.
+    pub log_format: LogFormat,
     /// Image pull Secrets named by every pod the operator makes (recorders, front door, export
     /// Jobs); each must exist in the pod's namespace.
     pub image_pull_secrets: Vec<String>,
+}
+
+/// How opname's processes write their logs (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line, for a log pipeline or SIEM (the audit lines included).
+    Json,
 }
 
 /// The recordings service's trust: which tokens it accepts and which peers may name the client.

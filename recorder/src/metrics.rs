@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,7 +40,9 @@ pub struct Metrics {
     /// Bytes of finished recordings waiting in the spool for the store.
     pub spool_pending_bytes: Gauge,
     /// Above this many pending bytes the recorder reports not ready, so new calls go elsewhere.
-    pub spool_high_water: std::sync::atomic::AtomicI64,
+    pub spool_high_water: Gauge,
+    /// Concurrent calls taken before answering 503 (capacity dashboards divide by it).
+    pub max_calls: Gauge,
     pub errors: Family<KindLabel, Counter>,
     pub ready: AtomicBool,
 }
@@ -57,7 +60,8 @@ impl Metrics {
             upload_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             uploads_pending: Gauge::default(),
             spool_pending_bytes: Gauge::default(),
-            spool_high_water: std::sync::atomic::AtomicI64::new(i64::MAX),
+            spool_high_water: Gauge::default(),
+            max_calls: Gauge::default(),
             errors: Family::default(),
             ready: AtomicBool::new(true),
             registry: Registry::default(),
@@ -108,6 +112,22 @@ impl Metrics {
             "Bytes of finished recordings waiting in the spool for upload",
             m.spool_pending_bytes.clone(),
         );
+        m.spool_high_water.set(i64::MAX);
+        registry.register(
+            "spool_high_water_bytes",
+            "Pending spool bytes above which the recorder reports not ready",
+            m.spool_high_water.clone(),
+        );
+        registry.register(
+            "max_calls",
+            "Concurrent calls taken before answering 503",
+            m.max_calls.clone(),
+        );
+        registry.register(
+            "build",
+            "The recorder's version",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         Arc::new(Metrics { registry, ..m })
     }
 
@@ -133,7 +153,7 @@ pub fn router(metrics: Arc<Metrics>) -> Router {
             get(|State(m): State<Arc<Metrics>>| async move {
                 if !m.ready.load(Ordering::Relaxed) {
                     (StatusCode::SERVICE_UNAVAILABLE, "draining")
-                } else if m.spool_pending_bytes.get() > m.spool_high_water.load(Ordering::Relaxed) {
+                } else if m.spool_pending_bytes.get() > m.spool_high_water.get() {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
                         "spool above its high-water mark: the store is not keeping up",

@@ -45,6 +45,10 @@ fn default_values_render_lint_and_configure_the_operator() {
         // The operator's: one replica stays through a drain.
         ("PodDisruptionBudget", 1),
         ("CustomResourceDefinition", 4),
+        // The monitoring kit is opt-in (its CRDs may not exist).
+        ("PodMonitor", 0),
+        ("ServiceMonitor", 0),
+        ("PrometheusRule", 0),
     ] {
         assert_eq!(find(&docs, kind).len(), n, "{kind}");
     }
@@ -166,6 +170,7 @@ fn default_values_render_lint_and_configure_the_operator() {
 fn other_modes_render_too() {
     let (lint, docs) = render(json!({
         "crds": {"install": false},
+        "logFormat": "json",
         "operator": {"replicas": 1},
         "store": {"url": "file:///var/lib/opname", "credentialsSecret": null, "env": {}},
         "capacity": {"hpa": {"targetCpuUtilization": 60}, "minReplicas": 1},
@@ -193,6 +198,18 @@ fn other_modes_render_too() {
     assert!(s.rtp.latching);
     assert!(!s.rtp.plain_with_tls);
     assert!(find(&docs, "CustomResourceDefinition").is_empty());
+    assert_eq!(s.log_format, opname_operator::settings::LogFormat::Json);
+    for d in find(&docs, "Deployment") {
+        let env = &d["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert!(
+            env.as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["name"] == "LOG_FORMAT" && e["value"] == "json"),
+            "{}: {env}",
+            d["metadata"]["name"]
+        );
+    }
     assert!(
         find(&docs, "PodDisruptionBudget").is_empty(),
         "one replica: a budget would block every drain"

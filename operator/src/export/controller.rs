@@ -279,6 +279,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                         }),
                     )
                     .await?;
+                    ctx.metrics.exports_failed.inc();
                     ctx.event(&oref, EventType::Warning, "Refused", refusal.message)
                         .await;
                     Ok(Action::requeue(Duration::from_secs(1)))
@@ -325,6 +326,7 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                 } else {
                     "the export Job disappeared before finishing".to_string()
                 };
+                ctx.metrics.exports_failed.inc();
                 patch_status(
                     &api,
                     &name,

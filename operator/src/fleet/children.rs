@@ -186,6 +186,13 @@ pub(super) fn children(
             },
         ),
     ];
+    if settings.log_format == crate::settings::LogFormat::Json {
+        env.push(EnvVar {
+            name: "LOG_FORMAT".into(),
+            value: Some("json".into()),
+            ..Default::default()
+        });
+    }
     env.extend(settings.store.env.iter().map(|(k, v)| EnvVar {
         name: k.clone(),
         value: Some(v.clone()),

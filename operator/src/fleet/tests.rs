@@ -344,6 +344,7 @@ fn host_network_and_credentials() {
     s.recorder.scheduling.node_selector = BTreeMap::from([("sbc".into(), "reachable".into())]);
     s.image_pull_secrets = vec!["registry".into()];
     s.recorder.service_account = Some("opname-recorder".into());
+    s.log_format = crate::settings::LogFormat::Json;
     let c = plan("acme", &[policy("alice", 1, &["1001"])], &s, None, &at(0))
         .unwrap()
         .children
@@ -385,6 +386,13 @@ fn host_network_and_credentials() {
     assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
     assert_eq!(pod.service_account_name.as_deref(), Some("opname-recorder"));
     assert_eq!(pod.automount_service_account_token, Some(false));
+    let json = pod.containers[0]
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|e| e.name == "LOG_FORMAT" && e.value.as_deref() == Some("json"));
+    assert!(json, "JSON logs from the recorders too");
     let ctr = &pod.containers[0];
     let env = ctr.env.as_ref().unwrap();
     assert_eq!(

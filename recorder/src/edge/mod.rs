@@ -96,10 +96,12 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let metrics = Metrics::new();
-    metrics.spool_high_water.store(
-        i64::try_from(config.spool.high_water_bytes).unwrap_or(i64::MAX),
-        Ordering::Relaxed,
-    );
+    metrics
+        .spool_high_water
+        .set(i64::try_from(config.spool.high_water_bytes).unwrap_or(i64::MAX));
+    metrics
+        .max_calls
+        .set(i64::try_from(config.limits.max_calls).unwrap_or(i64::MAX));
     let store = opname_model::store::open(&config.store.url)?;
     std::fs::create_dir_all(&config.spool.dir)
         .map_err(|e| ServerError::Spool(config.spool.dir.clone(), e))?;

@@ -69,17 +69,27 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
             "--name".into(),
             name.into(),
         ]),
-        env: Some(vec![EnvVar {
-            name: "POD_NAME".into(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "metadata.name".into(),
+        env: Some(
+            std::iter::once(EnvVar {
+                name: "POD_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }]),
+            })
+            .chain(
+                (settings.log_format == crate::settings::LogFormat::Json).then(|| EnvVar {
+                    name: "LOG_FORMAT".into(),
+                    value: Some("json".into()),
+                    ..Default::default()
+                }),
+            )
+            .collect(),
+        ),
         env_from: s.credentials_secret.as_ref().map(|secret| {
             vec![EnvFromSource {
                 secret_ref: Some(SecretEnvSource {
