@@ -11,7 +11,6 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 
-use crate::retention::lifecycle::{Bucket, LifecycleError};
 use crate::settings::StoreSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,13 +18,13 @@ pub enum OpenError {
     #[error(transparent)]
     Open(#[from] opname_model::store::StoreError),
     #[error(transparent)]
-    Bucket(#[from] LifecycleError),
+    S3(#[from] object_store::Error),
 }
 
 /// The store the recorders write to.
 pub fn open(settings: &StoreSettings) -> Result<Arc<dyn ObjectStore>, OpenError> {
-    if let Some(bucket) = Bucket::from_settings(settings)? {
-        return Ok(bucket.objects());
+    if let Some(s3) = s3_builder(settings) {
+        return Ok(Arc::new(s3.build()?));
     }
     Ok(opname_model::store::open(&settings.url)?)
 }

@@ -53,6 +53,8 @@ pub fn bin(name: &str) -> PathBuf {
                 "opname-operator",
                 "-p",
                 "opname-tools",
+                "-p",
+                "opname-cli",
             ])
             .current_dir(workspace())
             .status()

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
 
+use object_store::ObjectStoreExt;
 use opname_operator::export::links::LinkSigner;
 use opname_operator::settings::StoreSettings;
 use opname_tests::controlplane::ControlPlane as ApiServer;
@@ -322,6 +323,79 @@ async fn export_job_links_email_gate_and_cancel() {
         "Europe/Amsterdam"
     );
     assert_eq!(export(&server, "oct")["status"]["locale"], "nl");
+
+    // kubectl opname, with the admin's kubeconfig as a user runs it: the export fetched and
+    // checked part by part and recording by recording; a part that differs from the status is
+    // refused.
+    let admin_kubeconfig = dir.join("admin.kubeconfig");
+    std::fs::write(&admin_kubeconfig, server.admin_kubeconfig()).unwrap();
+    let plugin = |args: &[&str]| {
+        Command::new(bin("kubectl-opname"))
+            .args(args)
+            .env("KUBECONFIG", &admin_kubeconfig)
+            .output()
+            .unwrap()
+    };
+    let fetched = dir.join("fetched");
+    let fetched_arg = fetched.display().to_string();
+    let download = [
+        "-n",
+        "acme",
+        "export",
+        "download",
+        "oct",
+        "--verify",
+        "--out",
+        &fetched_arg,
+    ];
+    let out = plugin(&download);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        said.matches("recordings match the manifest").count(),
+        3,
+        "{said}"
+    );
+    for (key, file) in part_keys.iter().zip(&files) {
+        let name = key.rsplit('/').next().unwrap();
+        assert_eq!(
+            std::fs::read(fetched.join(name)).unwrap(),
+            std::fs::read(file).unwrap(),
+            "{name}"
+        );
+    }
+    let status_out = plugin(&["-n", "acme", "status"]);
+    let status_text = String::from_utf8_lossy(&status_out.stdout);
+    assert!(
+        status_out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status_out.stderr)
+    );
+    for shown in [
+        "Policies: 2",
+        "365d",
+        "True (Sweeper)",
+        "oct",
+        "2026-10",
+        "Succeeded",
+    ] {
+        assert!(status_text.contains(shown), "{shown}: {status_text}");
+    }
+    let key1 = object_store::path::Path::from(part_keys[1].as_str());
+    let original = store.get(&key1).await.unwrap().bytes().await.unwrap();
+    store
+        .put(&key1, b"not the archive".to_vec().into())
+        .await
+        .unwrap();
+    let refused = plugin(&download);
+    let complaint = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert!(!refused.status.success());
+    assert!(complaint.contains("bytes, the export says"), "{complaint}");
+    store.put(&key1, original.into()).await.unwrap();
 
     // A tampered link and an expired one are refused.
     let url = parts[0]["url"].as_str().unwrap();
