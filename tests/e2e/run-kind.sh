@@ -11,8 +11,8 @@ cd "$(dirname "$0")/../.."
 CLUSTER=${CLUSTER:-opname-e2e}
 NS=acme
 
-docker build -f tests/e2e/Dockerfile.recorder -t opname-recorder:e2e .
-docker build -f tests/e2e/Dockerfile.operator -t opname-operator:e2e .
+docker build -f images/Containerfile --target recorder -t opname-recorder:e2e .
+docker build -f images/Containerfile --target operator -t opname-operator:e2e .
 kind create cluster --name "$CLUSTER" --wait 120s
 trap '[ -n "${KEEP:-}" ] || kind delete cluster --name "$CLUSTER"' EXIT
 kind load docker-image --name "$CLUSTER" opname-recorder:e2e opname-operator:e2e

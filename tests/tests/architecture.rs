@@ -90,7 +90,13 @@ fn cores_never_import_the_edge_or_tokio() {
 
 #[test]
 fn no_product_file_over_600_lines() {
-    for dir in ["model/src", "recorder/src", "operator/src", "cli/src", "tools/src"] {
+    for dir in [
+        "model/src",
+        "recorder/src",
+        "operator/src",
+        "cli/src",
+        "tools/src",
+    ] {
         for (path, _) in sources(dir) {
             let lines = std::fs::read_to_string(&path).unwrap().lines().count();
             assert!(lines <= 600, "{} has {lines} lines", path.display());
