@@ -6,7 +6,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
-use opname_operator::crd::{BulkExport, RecordingHold, RecordingPolicy};
+use opname_operator::crd::{BulkExport, RecordingHold, RecordingPolicy, ScheduledBulkExport};
 
 use crate::CliError;
 
@@ -29,6 +29,9 @@ pub async fn print(client: &kube::Client, ns: &str) -> Result<(), CliError> {
         .list(&ListParams::default())
         .await?;
     let exports = Api::<BulkExport>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    let schedules = Api::<ScheduledBulkExport>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await?;
     let recorders = Api::<Deployment>::namespaced(client.clone(), ns)
@@ -113,6 +116,19 @@ pub async fn print(client: &kube::Client, ns: &str) -> Result<(), CliError> {
             s.parts.len(),
             s.archives_expire
                 .map_or_else(|| "-".to_string(), |t| t.0.to_string()),
+        );
+    }
+    let _ = writeln!(out, "\nSchedules: {}", schedules.items.len());
+    for sch in &schedules.items {
+        let s = sch.status.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<20} keep {:<3} last {:<8} next {}",
+            sch.name_any(),
+            sch.spec.keep,
+            s.last_month.unwrap_or_else(|| "-".into()),
+            s.next_run
+                .map_or_else(|| "suspended".to_string(), |t| t.0.to_string()),
         );
     }
     print!("{out}");

@@ -262,7 +262,8 @@ async fn run(
             if let Some(ctx) = archive::context(&client, settings, metrics.clone()) {
                 tokio::join!(
                     archive::controllers::run(ctx.clone(), stop.clone()),
-                    export::controller::run(ctx, stop),
+                    export::controller::run(ctx.clone(), stop.clone()),
+                    export::controller::run_schedules(ctx, stop),
                 );
             }
         },

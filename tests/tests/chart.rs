@@ -44,7 +44,7 @@ fn default_values_render_lint_and_configure_the_operator() {
         ("Ingress", 0),
         // The operator's: one replica stays through a drain.
         ("PodDisruptionBudget", 1),
-        ("CustomResourceDefinition", 4),
+        ("CustomResourceDefinition", 5),
         // The monitoring kit is opt-in (its CRDs may not exist).
         ("PodMonitor", 0),
         ("ServiceMonitor", 0),

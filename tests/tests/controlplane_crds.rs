@@ -43,7 +43,7 @@ async fn chart_crds_compile_and_their_rules_hold_on_a_real_api_server() {
     let cp = ControlPlane::start().await;
     let client = cp.client().await;
     let names = cp.install_crds(&client).await;
-    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.len(), 5, "{names:?}");
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -54,6 +54,19 @@ async fn chart_crds_compile_and_their_rules_hold_on_a_real_api_server() {
         .unwrap();
 
     let pp = PostParams::default();
+    let schedules = api(&client, "ScheduledBulkExport", "scheduledbulkexports");
+    let none_kept = object("ScheduledBulkExport", "none", json!({"keep": 0}));
+    let message = refused(schedules.create(&pp, &none_kept).await);
+    assert!(message.contains("spec.keep"), "{message}");
+    let long_links = object("ScheduledBulkExport", "long", json!({"linkTTL": "200h"}));
+    let message = refused(schedules.create(&pp, &long_links).await);
+    assert!(message.contains("at most 168h"), "{message}");
+    let defaults = schedules
+        .create(&pp, &object("ScheduledBulkExport", "monthly", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(defaults.data["spec"]["keep"], 3, "defaults in the schema");
+    assert_eq!(defaults.data["spec"]["delayMinutes"], 60);
     let erasures = api(&client, "RecordingErasure", "recordingerasures");
     let both = object(
         "RecordingErasure",

@@ -636,6 +636,89 @@ async fn export_job_links_email_gate_and_cancel() {
     );
     assert_eq!(smtp.messages().len(), 2, "each notification once");
 
+    // Every month by itself: a ScheduledBulkExport creates the last month that ended in
+    // Amsterdam (an hour's delay for the last uploads) as a real export, mails it, says when the
+    // next one comes, and deleting the schedule deletes its exports with their archives.
+    let now = jiff::Timestamp::now();
+    let amsterdam = jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap();
+    let this_month = now.to_zoned(amsterdam.clone()).date().first_of_month();
+    let ended_an_hour_ago = this_month.to_zoned(amsterdam.clone()).unwrap().timestamp()
+        + jiff::SignedDuration::from_hours(1)
+        <= now;
+    let due = this_month
+        .checked_sub(jiff::Span::new().months(if ended_an_hour_ago { 1 } else { 2 }))
+        .unwrap();
+    let due = format!("{:04}-{:02}", due.year(), due.month());
+    let scheduled = format!("monthly-{due}");
+    let (code, body) = server
+        .create_yaml(
+            "apiVersion: opname.dev/v1alpha1\nkind: ScheduledBulkExport\nmetadata:\n  name: monthly\n  namespace: acme\nspec:\n  keep: 2\n  notify: {emails: [admin@acme.example]}\n",
+        )
+        .await
+        .remove(0);
+    assert_eq!(code, 201, "{body}");
+    wait_for("the scheduled month's export", 60, || {
+        export(&server, &scheduled)["status"]["phase"] == "Succeeded"
+    })
+    .await;
+    let made = export(&server, &scheduled);
+    assert_eq!(made["spec"]["month"], due.as_str());
+    assert_eq!(made["metadata"]["labels"]["opname.dev/schedule"], "monthly");
+    assert_eq!(
+        made["metadata"]["ownerReferences"][0]["kind"],
+        "ScheduledBulkExport"
+    );
+    assert_eq!(made["status"]["timeZone"], "Europe/Amsterdam");
+    let schedule = || {
+        server
+            .list(
+                "opname.dev",
+                "v1alpha1",
+                "scheduledbulkexports",
+                Some("acme"),
+            )
+            .into_iter()
+            .next()
+            .unwrap_or(Value::Null)
+    };
+    wait_for("the schedule's status", 30, || {
+        schedule()["status"]["lastMonth"] == due.as_str()
+    })
+    .await;
+    let status = schedule()["status"].clone();
+    let next = this_month
+        .checked_add(jiff::Span::new().months(if ended_an_hour_ago { 1 } else { 0 }))
+        .unwrap()
+        .to_zoned(amsterdam)
+        .unwrap()
+        .timestamp()
+        + jiff::SignedDuration::from_hours(1);
+    let said: jiff::Timestamp = status["nextRun"].as_str().unwrap().parse().unwrap();
+    assert_eq!(said, next, "{status}");
+    assert_eq!(status["exports"], json!([scheduled]));
+    assert_eq!(status["conditions"][0]["reason"], "Scheduled");
+    wait_for("the scheduled export's e-mail", 30, || {
+        smtp.messages().len() == 3
+    })
+    .await;
+    let (subject, _) = decode(&smtp.messages()[2]);
+    assert!(subject.contains(&format!("acme/{scheduled}")), "{subject}");
+    let (code, body) = server
+        .request(
+            "DELETE",
+            "/apis/opname.dev/v1alpha1/namespaces/acme/scheduledbulkexports/monthly",
+            "application/json",
+            "",
+        )
+        .await;
+    assert!(code == 200 || code == 202, "{code} {body}");
+    wait_for("the schedule's export to be collected", 60, || {
+        export(&server, &scheduled).is_null()
+    })
+    .await;
+    let prefix = format!("recordings/exports/acme/{scheduled}");
+    assert!(store_keys(store.as_ref(), Some(&prefix)).await.is_empty());
+
     // A misspelled time zone refuses the export rather than counting the month in UTC.
     annotate_acme(&server, json!({"opname.dev/time-zone": "Europe/Amsterdm"})).await;
     server

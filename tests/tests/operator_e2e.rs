@@ -125,6 +125,19 @@ async fn policy_yaml_to_recording_through_operator_and_recorder() {
     );
     assert_eq!(accepted["timeZone"], "Europe/Amsterdam");
     assert_eq!(accepted["locale"], "nl");
+    // The shipped schedule makes the last ended month's export at once, as its comment says.
+    wait_for("the scheduled example's export", 30, || {
+        server
+            .list("opname.dev", "v1alpha1", "bulkexports", Some("acme"))
+            .iter()
+            .any(|e| {
+                e["metadata"]["labels"]["opname.dev/schedule"] == "acme-monthly"
+                    && e["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("acme-monthly-"))
+            })
+    })
+    .await;
 
     // The fleet appears with both users compiled in.
     wait_for("the recorder ConfigMap", 30, || {

@@ -11,11 +11,13 @@ mod erasure;
 mod export;
 mod hold;
 mod policy;
+mod schedule;
 
 pub use erasure::*;
 pub use export::*;
 pub use hold::*;
 pub use policy::*;
+pub use schedule::*;
 
 /// The CRDs as YAML documents, in a stable order.
 pub fn crd_yaml() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError> {
@@ -26,6 +28,7 @@ pub fn crd_yaml() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError>
         BulkExport::crd(),
         RecordingHold::crd(),
         RecordingErasure::crd(),
+        ScheduledBulkExport::crd(),
     ] {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let yaml = serde_saphyr::to_string(&crd)?;

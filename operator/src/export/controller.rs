@@ -43,9 +43,11 @@ use opname_model::layout::Layout;
 
 mod job;
 mod renewal;
+mod schedule;
 
 pub use job::*;
 pub use renewal::{archives_expire, sign_parts, unlinked};
+pub use schedule::run_schedules;
 
 pub const FINALIZER: &str = "opname.dev/remove-archives";
 
