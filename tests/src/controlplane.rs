@@ -310,6 +310,22 @@ impl ControlPlane {
     }
 }
 
+impl ControlPlane {
+    /// Sets annotations on a namespace, as an organisation's admin would (e.g. its time zone).
+    pub async fn annotate_namespace(&self, namespace: &str, annotations: serde_json::Value) {
+        let patch = serde_json::json!({"metadata": {"annotations": annotations}});
+        let (code, body) = self
+            .request(
+                "PATCH",
+                &format!("/api/v1/namespaces/{namespace}"),
+                "application/merge-patch+json",
+                &patch.to_string(),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+}
+
 /// Requests as raw HTTP, for tests that assert status codes and messages as a client sees them.
 impl ControlPlane {
     /// `method path` with a body as the admin; the status code and the JSON answer.

@@ -115,6 +115,7 @@ fn default_values_render_lint_and_configure_the_operator() {
         "get bulkexports",
         "list bulkexports",
         "create bulkexports",
+        "get namespaces",
     ]
     .into_iter()
     .map(str::to_string)

@@ -32,19 +32,6 @@ fn export(server: &ApiServer, name: &str) -> Value {
 }
 
 /// Subject and decoded body of a raw message, through Python's `email` package.
-/// Sets annotations on the organisation's namespace, as its admin would.
-async fn annotate_acme(server: &ApiServer, annotations: Value) {
-    let patch = json!({"metadata": {"annotations": annotations}});
-    let (code, body) = server
-        .request(
-            "PATCH",
-            "/api/v1/namespaces/acme",
-            "application/merge-patch+json",
-            &patch.to_string(),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
-}
 
 fn decode(raw: &str) -> (String, String) {
     let out = Command::new("python3")
@@ -150,11 +137,12 @@ async fn export_job_links_email_gate_and_cancel() {
         .install(&["acme"], json!({"store": {"url": "s3://opname"}}))
         .await;
     server.restrict("opname-system").await;
-    annotate_acme(
-        &server,
-        json!({"opname.dev/time-zone": "Europe/Amsterdam", "opname.dev/locale": "nl-NL"}),
-    )
-    .await;
+    server
+        .annotate_namespace(
+            "acme",
+            json!({"opname.dev/time-zone": "Europe/Amsterdam", "opname.dev/locale": "nl-NL"}),
+        )
+        .await;
     // The Job mounts the operator's configuration, as the chart's ConfigMap.
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "opname-operator", "namespace": "opname-system"},
@@ -720,7 +708,9 @@ async fn export_job_links_email_gate_and_cancel() {
     assert!(store_keys(store.as_ref(), Some(&prefix)).await.is_empty());
 
     // A misspelled time zone refuses the export rather than counting the month in UTC.
-    annotate_acme(&server, json!({"opname.dev/time-zone": "Europe/Amsterdm"})).await;
+    server
+        .annotate_namespace("acme", json!({"opname.dev/time-zone": "Europe/Amsterdm"}))
+        .await;
     server
         .create_yaml(&create("zone", "  month: \"2026-10\"\n"))
         .await;

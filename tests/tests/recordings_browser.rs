@@ -113,6 +113,19 @@ async fn sign_in_filter_play_download_and_export() {
             Synthetic::patch_record(store.as_ref(), &stem, notice).await;
         }
     }
+    // Late on 2 November in UTC, early on the 3rd in Amsterdam.
+    Synthetic {
+        class: 3650,
+        namespace: "acme",
+        id: Synthetic::id_at("2026-11-02T23:30:00Z".parse().unwrap(), 99),
+        user: "bob",
+        start: "2026-11-02T23:30:00Z".parse().unwrap(),
+        seconds: 6.0,
+        parties: ["sip:+31201234567@pbx.example", "sip:carol@example.com"],
+        audio: tone.clone(),
+    }
+    .put(store.as_ref(), "recordings")
+    .await;
     let server = ApiServer::start_with(&[User {
         token: "admin-token",
         name: "admin@acme.example",
@@ -276,6 +289,56 @@ async fn sign_in_filter_play_download_and_export() {
     let exports = server.list("opname.dev", "v1alpha1", "bulkexports", Some("acme"));
     assert_eq!(exports.len(), 1);
     assert_eq!(exports[0]["spec"]["month"], "2026-10");
+
+    // A Dutch organisation: its words and its clock. Bob's call at 23:30 UTC on 2 November is
+    // at 00:30 on 3 November in Amsterdam, and a filter on that local day finds it.
+    server
+        .annotate_namespace(
+            "acme",
+            json!({"opname.dev/time-zone": "Europe/Amsterdam", "opname.dev/locale": "nl-NL"}),
+        )
+        .await;
+    page.js(
+        "const w = (id, x) => document.getElementById(id).value = x; \
+         w('f-user', 'bob'); w('f-from', '2026-11-03'); w('f-to', '2026-11-03'); \
+         document.getElementById('f-apply').click(); true",
+    )
+    .await;
+    page.wait(
+        "the Dutch page",
+        "document.getElementById('time-head').textContent === 'Tijd (Europe/Amsterdam)' && document.querySelectorAll('tr.rec').length === 1",
+    )
+    .await;
+    assert_eq!(
+        page.js("[...document.querySelector('tr.rec').children].slice(0, 6).map(c => c.textContent).join('|')")
+            .await,
+        "03-11-2026|00:30:00|bob|carol|0:06|niet vermeld"
+    );
+    assert_eq!(
+        page.js("document.getElementById('f-apply').textContent + '|' + document.querySelector('tr.rec .play').textContent + '|' + document.documentElement.lang")
+            .await,
+        "Tonen|Afspelen|nl"
+    );
+    // The admin's own choice wins over the organisation's language; the zone stays.
+    page.js("(() => { const s = document.getElementById('lang'); s.value = 'en'; s.dispatchEvent(new Event('change')); return true; })()")
+        .await;
+    page.wait(
+        "the English page",
+        "document.getElementById('time-head').textContent === 'Time (Europe/Amsterdam)' && document.querySelector('tr.rec .play')?.textContent === 'Play'",
+    )
+    .await;
+    assert_eq!(
+        page.js("document.querySelector('tr.rec td.day').textContent")
+            .await,
+        "03/11/2026"
+    );
+    page.js("(() => { const s = document.getElementById('lang'); s.value = ''; s.dispatchEvent(new Event('change')); return true; })()")
+        .await;
+    page.wait(
+        "the organisation's language again",
+        "document.getElementById('f-apply').textContent === 'Tonen'",
+    )
+    .await;
 
     let shot = page
         .call("Page.captureScreenshot", json!({"format": "png"}))

@@ -134,9 +134,35 @@ pub(super) async fn list(
     }
     // A full page may have more after it; the cursor is the last id shown.
     let next = if items.len() == limit { last } else { None };
-    Ok(axum::Json(
-        serde_json::json!({ "items": items, "next": next }),
-    ))
+    let organisation = organisation(&svc, &ns).await;
+    Ok(axum::Json(serde_json::json!({
+        "items": items,
+        "next": next,
+        "organisation": {
+            "timeZone": organisation.zone_name(),
+            "locale": organisation.locale.tag(),
+        },
+    })))
+}
+
+/// The organisation's time zone and language for the page. A namespace without them, with a
+/// zone that is not an IANA name, or that cannot be read, shows UTC in English: the page
+/// labels every time with its zone, so nothing is shown as local that is not.
+async fn organisation(svc: &Service, ns: &str) -> crate::organisation::Organisation {
+    let read = Api::<k8s_openapi::api::core::v1::Namespace>::all(svc.client.clone())
+        .get(ns)
+        .await;
+    let annotations = match &read {
+        Ok(n) => n.metadata.annotations.as_ref(),
+        Err(e) => {
+            tracing::warn!(namespace = ns, error = %e, "cannot read the organisation's time zone");
+            None
+        }
+    };
+    crate::organisation::Organisation::from_annotations(annotations).unwrap_or_else(|e| {
+        tracing::warn!(namespace = ns, error = %e, "the page shows UTC");
+        crate::organisation::Organisation::default()
+    })
 }
 
 pub(super) async fn one(
