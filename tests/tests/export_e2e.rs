@@ -32,7 +32,6 @@ fn export(server: &ApiServer, name: &str) -> Value {
 }
 
 /// Subject and decoded body of a raw message, through Python's `email` package.
-
 fn decode(raw: &str) -> (String, String) {
     let out = Command::new("python3")
         .args([
