@@ -332,6 +332,11 @@ async fn sign_in_filter_play_download_and_export() {
             .await,
         "03/11/2026"
     );
+    // Kept ten years (class 3650) from its day: the date retention deletes it, in the zone.
+    let kept = page
+        .js("document.querySelector('tr.rec td.kept').textContent")
+        .await;
+    assert!(kept.as_str().unwrap().ends_with("/2036"), "{kept}");
     page.js("(() => { const s = document.getElementById('lang'); s.value = ''; s.dispatchEvent(new Event('change')); return true; })()")
         .await;
     page.wait(
