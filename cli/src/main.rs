@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod download;
+mod recordings;
 mod status;
 
 #[derive(Parser)]
@@ -30,6 +31,47 @@ enum Command {
     Export {
         #[command(subcommand)]
         command: ExportCommand,
+    },
+    /// Recordings, through the recordings service (its access reviews and audit apply).
+    Recordings {
+        /// The service's address, e.g. https://recordings.example.com.
+        #[arg(long, env = "OPNAME_RECORDINGS_URL")]
+        service: String,
+        /// A token for the service (`kubectl create token NAME --audience
+        /// opname.dev/recordings`); default: the kubeconfig user's token.
+        #[arg(long, env = "OPNAME_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[command(subcommand)]
+        command: RecordingsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecordingsCommand {
+    /// The newest recordings (one page), in the organisation's time zone.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// Any participant's number or address.
+        #[arg(long)]
+        party: Option<String>,
+        /// RFC 3339 instants, e.g. 2026-11-01T00:00:00+01:00.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One recording's JSON record.
+    Get { id: String },
+    /// One recording's audio (Ogg Opus).
+    Download {
+        id: String,
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
     },
 }
 
@@ -73,22 +115,117 @@ pub enum CliError {
     NoLink(String),
     #[error("part {part}: {what}")]
     Mismatch { part: String, what: String },
+    #[error("the recordings service answered {0}: {1}")]
+    Service(u16, String),
+    #[error("the recordings service's address: {0}")]
+    Url(String),
+    #[error(
+        "no token for the recordings service: pass --token (kubectl create token NAME --audience \
+         opname.dev/recordings) or use a kubeconfig with a token"
+    )]
+    NoToken,
+}
+
+/// A client from the kubeconfig, and the namespace: the flag's, else the context's.
+async fn connect(namespace: Option<String>) -> Result<(kube::Client, String), CliError> {
+    let client = kube::Client::try_default().await?;
+    let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    Ok((client, namespace))
+}
+
+/// The kubeconfig's current context.
+fn kubeconfig_context() -> Option<(kube::config::Kubeconfig, kube::config::Context)> {
+    let config = kube::config::Kubeconfig::read().ok()?;
+    let name = config.current_context.clone()?;
+    let context = config
+        .contexts
+        .iter()
+        .find(|c| c.name == name)?
+        .context
+        .clone()?;
+    Some((config, context))
+}
+
+/// The current context's namespace.
+fn kubeconfig_namespace() -> Option<String> {
+    kubeconfig_context()?.1.namespace
+}
+
+/// The current kubeconfig user's static token, if it has one.
+fn kubeconfig_token() -> Option<String> {
+    let (config, context) = kubeconfig_context()?;
+    let user = context.user?;
+    let auth = config
+        .auth_infos
+        .iter()
+        .find(|a| a.name == user)?
+        .auth_info
+        .as_ref()?;
+    auth.token.as_ref().map(|t| {
+        use secrecy::ExposeSecret;
+        t.expose_secret().to_string()
+    })
 }
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let run = async {
-        let client = kube::Client::try_default().await?;
-        let namespace = cli
-            .namespace
-            .clone()
-            .unwrap_or_else(|| client.default_namespace().to_string());
         match cli.command {
-            Command::Status => status::print(&client, &namespace).await,
+            Command::Status => {
+                let (client, namespace) = connect(cli.namespace).await?;
+                status::print(&client, &namespace).await
+            }
             Command::Export {
                 command: ExportCommand::Download { name, verify, out },
-            } => download::run(&client, &namespace, &name, &out, verify).await,
+            } => {
+                let (client, namespace) = connect(cli.namespace).await?;
+                download::run(&client, &namespace, &name, &out, verify).await
+            }
+            // The recordings service needs no API server.
+            Command::Recordings {
+                service,
+                token,
+                command,
+            } => {
+                let namespace = cli
+                    .namespace
+                    .or_else(kubeconfig_namespace)
+                    .unwrap_or_else(|| "default".into());
+                let token = match token {
+                    Some(t) => t,
+                    None => kubeconfig_token().ok_or(CliError::NoToken)?,
+                };
+                let svc = recordings::Service {
+                    url: service,
+                    token,
+                    namespace,
+                };
+                match command {
+                    RecordingsCommand::List {
+                        user,
+                        party,
+                        from,
+                        to,
+                        limit,
+                        cursor,
+                    } => {
+                        let q = [
+                            ("user", user.unwrap_or_default()),
+                            ("party", party.unwrap_or_default()),
+                            ("from", from.unwrap_or_default()),
+                            ("to", to.unwrap_or_default()),
+                            ("limit", limit.map(|l| l.to_string()).unwrap_or_default()),
+                            ("cursor", cursor.unwrap_or_default()),
+                        ];
+                        recordings::list(&svc, &q).await
+                    }
+                    RecordingsCommand::Get { id } => recordings::get(&svc, &id).await,
+                    RecordingsCommand::Download { id, out } => {
+                        recordings::download(&svc, &id, &out).await
+                    }
+                }
+            }
         }
     };
     let result = tokio::runtime::Builder::new_current_thread()

@@ -37,7 +37,23 @@ async fn status(addr: std::net::SocketAddr, path: &str, token: &str) -> u16 {
 async fn real_token_and_access_reviews_decide_who_lists_recordings() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let (_, store_root) = opname_tests::local_store(dir.path());
+    let (store, store_root) = opname_tests::local_store(dir.path());
+    // One of acme's calls, an hour ago.
+    let audio = opname_tests::ogg_opus_tone(2);
+    let start = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let id = opname_tests::Synthetic::id_at(start, 1);
+    opname_tests::Synthetic {
+        class: 30,
+        namespace: "acme",
+        id: id.clone(),
+        user: "alice@acme.example",
+        start,
+        seconds: 2.0,
+        parties: ["sip:alice@acme.example", "tel:+31201234567"],
+        audio: audio.clone(),
+    }
+    .put(store.as_ref(), "recordings")
+    .await;
     let cp = ControlPlane::start().await;
     let admin = cp.client().await;
     cp.install_crds(&admin).await;
@@ -87,6 +103,60 @@ async fn real_token_and_access_reviews_decide_who_lists_recordings() {
         opname_tests::recordings_service(&service_kubeconfig, dir.path(), &store_root, "{}");
     let list = "/api/v1/namespaces/acme/recordings";
     assert_eq!(status(addr, list, &viewer).await, 200);
+
+    // kubectl opname recordings, with the viewer's token for the service: list, the record,
+    // the audio; the stranger is refused with the service's answer.
+    let plugin = |token: &str, args: &[&str]| {
+        std::process::Command::new(opname_tests::bin("kubectl-opname"))
+            .args([
+                "-n",
+                "acme",
+                "recordings",
+                "--service",
+                &format!("http://{addr}"),
+            ])
+            .args(["--token", token])
+            .args(args)
+            .env("KUBECONFIG", dir.path().join("no-kubeconfig"))
+            .output()
+            .unwrap()
+    };
+    let listed = plugin(&viewer, &["list"]);
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(
+        text.contains(&id) && text.contains("alice@acme.example"),
+        "{text}"
+    );
+    assert!(
+        text.contains("START (UTC)"),
+        "times labelled with their zone: {text}"
+    );
+    let got = plugin(&viewer, &["get", &id]);
+    let record: serde_json::Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(record["user"], "alice@acme.example");
+    let out = dir.path().join("fetched");
+    std::fs::create_dir_all(&out).unwrap();
+    let fetched = plugin(&viewer, &["download", &id, "--out", out.to_str().unwrap()]);
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let files = opname_tests::files_with(&out, ".opus");
+    assert_eq!(files.len(), 1);
+    assert_eq!(std::fs::read(&files[0]).unwrap(), audio);
+    let refused = plugin(&stranger, &["list"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("answered 403"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     assert_eq!(status(addr, list, &stranger).await, 403);
     assert_eq!(
         status(addr, list, &api_token).await,
