@@ -46,29 +46,14 @@ pub async fn run(
             what,
         };
         let resp = http.get(url).send().await?.error_for_status()?;
-        let mut file = tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| CliError::Io(path.clone(), e))?;
-        let (mut hash, mut size) = (Sha256::new(), 0i64);
-        let mut body = resp.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            hash.update(&chunk);
-            size += chunk.len() as i64;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| CliError::Io(path.clone(), e))?;
-        }
-        file.flush()
-            .await
-            .map_err(|e| CliError::Io(path.clone(), e))?;
+        let (size, sha256) = save(resp, &path).await?;
+        let size = size as i64;
         if size != part.size {
             return Err(mismatch(format!(
                 "{size} bytes, the export says {}",
                 part.size
             )));
         }
-        let sha256 = hex::encode(hash.finalize());
         if sha256 != part.sha256 {
             return Err(mismatch(format!(
                 "SHA-256 {sha256}, the export says {}",
@@ -93,6 +78,22 @@ pub async fn run(
         );
     }
     Ok(())
+}
+
+/// Streams a response's body into `path`: its size and SHA-256 (hex).
+pub async fn save(resp: reqwest::Response, path: &Path) -> Result<(u64, String), CliError> {
+    let io = |e| CliError::Io(path.to_path_buf(), e);
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    let (mut hash, mut size) = (Sha256::new(), 0u64);
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        hash.update(&chunk);
+        size += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    Ok((size, hex::encode(hash.finalize())))
 }
 
 enum Verify {

@@ -4,9 +4,6 @@
 
 use std::path::Path;
 
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-
 use crate::CliError;
 
 /// Where the service is and who asks.
@@ -120,21 +117,7 @@ pub async fn download(svc: &Service, id: &str, out: &Path) -> Result<(), CliErro
     } else {
         out.to_path_buf()
     };
-    let mut file = tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| CliError::Io(path.clone(), e))?;
-    let mut body = resp.bytes_stream();
-    let mut size = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        size += chunk.len() as u64;
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| CliError::Io(path.clone(), e))?;
-    }
-    file.flush()
-        .await
-        .map_err(|e| CliError::Io(path.clone(), e))?;
-    println!("{} ({size} bytes)", path.display());
+    let (size, sha256) = crate::download::save(resp, &path).await?;
+    println!("{} ({size} bytes, SHA-256 {sha256})", path.display());
     Ok(())
 }

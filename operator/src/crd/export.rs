@@ -38,6 +38,14 @@ pub struct BulkExportSpec {
     /// The month to export, `YYYY-MM` (UTC).
     #[schemars(regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))]
     pub month: String,
+    #[serde(flatten)]
+    pub request: ExportRequest,
+}
+
+/// What an export asks for besides its month; a ScheduledBulkExport asks the same every month.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportRequest {
     /// Only these users (as in `RecordingPolicy.spec.user`); all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1000))]

@@ -26,19 +26,9 @@ use super::*;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduledBulkExportSpec {
-    /// Only these users (as in `RecordingPolicy.spec.user`); all when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1000))]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
-    pub users: Option<Vec<String>>,
-    /// Who is told when each month's export completes or fails.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<Notify>,
-    /// Lifetime of each export's download links, as in BulkExport.
-    #[serde(default, rename = "linkTTL", skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('168h')").message("linkTTL must be a positive duration of at most 168h (7 days)"))]
-    #[schemars(regex(pattern = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"))]
-    pub link_ttl: Option<String>,
+    /// What each month's export asks for (users, notify, linkTTL), as in BulkExport.
+    #[serde(flatten)]
+    pub request: ExportRequest,
     /// How many of its exports are kept (the newest months); older ones are deleted with their
     /// archives. Default 3.
     #[serde(default = "default_keep")]

@@ -146,7 +146,12 @@ pub fn validate(
     }
     let considered: Vec<&RecordingPolicy> = policies
         .iter()
-        .filter(|p| spec.users.as_ref().is_none_or(|u| u.contains(&p.spec.user)))
+        .filter(|p| {
+            spec.request
+                .users
+                .as_ref()
+                .is_none_or(|u| u.contains(&p.spec.user))
+        })
         .collect();
     let any = !considered.is_empty();
     let (eligible, below): (Vec<&RecordingPolicy>, Vec<&RecordingPolicy>) = considered
@@ -370,6 +375,7 @@ async fn notify(bex: &BulkExport, ns: &str, name: &str, ctx: &Context) -> Result
     let ok = bex.status.as_ref().and_then(|s| s.phase) == Some(ExportPhase::Succeeded);
     let emails = bex
         .spec
+        .request
         .notify
         .as_ref()
         .map(|n| n.emails.clone())
@@ -449,9 +455,10 @@ mod tests {
     fn spec(month: &str, users: Option<Vec<&str>>) -> BulkExportSpec {
         BulkExportSpec {
             month: month.into(),
-            users: users.map(|u| u.into_iter().map(String::from).collect()),
-            notify: None,
-            link_ttl: None,
+            request: crate::crd::ExportRequest {
+                users: users.map(|u| u.into_iter().map(String::from).collect()),
+                ..Default::default()
+            },
         }
     }
 

@@ -124,9 +124,7 @@ mod tests {
             "nov",
             BulkExportSpec {
                 month: "2026-11".into(),
-                users: None,
-                notify: None,
-                link_ttl: None,
+                request: Default::default(),
             },
         );
         e.status = Some(BulkExportStatus {

@@ -176,9 +176,7 @@ fn export_for(schedule: &ScheduledBulkExport, month: &str) -> BulkExport {
         &format!("{name}-{month}"),
         BulkExportSpec {
             month: month.to_string(),
-            users: schedule.spec.users.clone(),
-            notify: schedule.spec.notify.clone(),
-            link_ttl: schedule.spec.link_ttl.clone(),
+            request: schedule.spec.request.clone(),
         },
     );
     export.metadata = ObjectMeta {
@@ -208,9 +206,7 @@ mod tests {
         let mut s = ScheduledBulkExport::new(
             "monthly",
             ScheduledBulkExportSpec {
-                users: None,
-                notify: None,
-                link_ttl: None,
+                request: Default::default(),
                 keep,
                 delay_minutes: 60,
                 suspend: false,

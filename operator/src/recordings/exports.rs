@@ -22,7 +22,7 @@ pub(super) async fn exports(
             serde_json::json!({
                 "name": b.name_any(),
                 "month": b.spec.month,
-                "users": b.spec.users,
+                "users": b.spec.request.users,
                 "created": b.metadata.creation_timestamp,
                 "status": b.status,
             })
@@ -103,12 +103,14 @@ pub(super) async fn create_export(
         "",
         BulkExportSpec {
             month: req.month.clone(),
-            users: req.users.filter(|u| !u.is_empty()),
-            notify: req
-                .emails
-                .filter(|e| !e.is_empty())
-                .map(|emails| Notify { emails }),
-            link_ttl: req.link_ttl,
+            request: crate::crd::ExportRequest {
+                users: req.users.filter(|u| !u.is_empty()),
+                notify: req
+                    .emails
+                    .filter(|e| !e.is_empty())
+                    .map(|emails| Notify { emails }),
+                link_ttl: req.link_ttl,
+            },
         },
     );
     bex.metadata.name = None;

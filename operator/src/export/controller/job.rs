@@ -207,7 +207,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
         namespace: ns.to_string(),
         name: name.to_string(),
         month: bex.spec.month.clone(),
-        users: bex.spec.users.clone(),
+        users: bex.spec.request.users.clone(),
         min_retention_days: settings.export.min_retention_days,
         part_size: settings.export.part_size_bytes,
         bytes_per_second: settings.export.bytes_per_second,
@@ -267,7 +267,7 @@ pub async fn run_job(settings: &Settings, ns: &str, name: &str) -> Result<(), St
         ns,
         name,
         &mut parts,
-        bex.spec.link_ttl.as_deref(),
+        bex.spec.request.link_ttl.as_deref(),
     )
     .await
     .map_err(|e| e.to_string())?;

@@ -119,7 +119,7 @@ pub(super) async fn renew(
                 ctx.settings.export.public_endpoint.as_deref(),
             )?;
             let layout = ctx.catalog.layout();
-            let ttl = bex.spec.link_ttl.as_deref();
+            let ttl = bex.spec.request.link_ttl.as_deref();
             match sign_parts(signer.as_ref(), layout, &ns, &name, &mut parts, ttl).await {
                 Ok(()) => None,
                 Err(Error::ForeignKey(key)) => Some((
