@@ -133,40 +133,6 @@ async fn connect(namespace: Option<String>) -> Result<(kube::Client, String), Cl
     Ok((client, namespace))
 }
 
-/// The kubeconfig's current context.
-fn kubeconfig_context() -> Option<(kube::config::Kubeconfig, kube::config::Context)> {
-    let config = kube::config::Kubeconfig::read().ok()?;
-    let name = config.current_context.clone()?;
-    let context = config
-        .contexts
-        .iter()
-        .find(|c| c.name == name)?
-        .context
-        .clone()?;
-    Some((config, context))
-}
-
-/// The current context's namespace.
-fn kubeconfig_namespace() -> Option<String> {
-    kubeconfig_context()?.1.namespace
-}
-
-/// The current kubeconfig user's static token, if it has one.
-fn kubeconfig_token() -> Option<String> {
-    let (config, context) = kubeconfig_context()?;
-    let user = context.user?;
-    let auth = config
-        .auth_infos
-        .iter()
-        .find(|a| a.name == user)?
-        .auth_info
-        .as_ref()?;
-    auth.token.as_ref().map(|t| {
-        use secrecy::ExposeSecret;
-        t.expose_secret().to_string()
-    })
-}
-
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
@@ -188,13 +154,22 @@ fn main() -> ExitCode {
                 token,
                 command,
             } => {
+                // The kubeconfig (or the pod's account) only for defaults: kube resolves the
+                // context, its namespace and its user's token.
+                let inferred = kube::Config::infer().await.ok();
                 let namespace = cli
                     .namespace
-                    .or_else(kubeconfig_namespace)
+                    .or_else(|| inferred.as_ref().map(|c| c.default_namespace.clone()))
                     .unwrap_or_else(|| "default".into());
                 let token = match token {
                     Some(t) => t,
-                    None => kubeconfig_token().ok_or(CliError::NoToken)?,
+                    None => {
+                        use secrecy::ExposeSecret;
+                        inferred
+                            .and_then(|c| c.auth_info.token)
+                            .map(|t| t.expose_secret().to_string())
+                            .ok_or(CliError::NoToken)?
+                    }
                 };
                 let svc = recordings::Service {
                     url: service,

@@ -2,11 +2,14 @@
 
 use std::fmt::Write;
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::Resource;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, ObjectList};
 use opname_operator::crd::{BulkExport, RecordingHold, RecordingPolicy, ScheduledBulkExport};
+use serde::de::DeserializeOwned;
 
 use crate::CliError;
 
@@ -21,22 +24,29 @@ fn state(c: Option<&Condition>) -> String {
     c.map_or_else(|| "-".into(), |c| format!("{} ({})", c.status, c.reason))
 }
 
+/// Every object of kind `K` in `ns`.
+async fn all<K>(client: &kube::Client, ns: &str) -> Result<ObjectList<K>, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+}
+
 pub async fn print(client: &kube::Client, ns: &str) -> Result<(), CliError> {
-    let policies = Api::<RecordingPolicy>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?;
-    let holds = Api::<RecordingHold>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?;
-    let exports = Api::<BulkExport>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?;
-    let schedules = Api::<ScheduledBulkExport>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
-        .await?;
-    let recorders = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get_opt(RECORDERS)
-        .await?;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), ns);
+    // One round trip's wait for all five reads.
+    let (policies, holds, exports, schedules, recorders) = tokio::try_join!(
+        all::<RecordingPolicy>(client, ns),
+        all::<RecordingHold>(client, ns),
+        all::<BulkExport>(client, ns),
+        all::<ScheduledBulkExport>(client, ns),
+        deployments.get_opt(RECORDERS),
+    )?;
     let mut out = String::new();
     let ready = policies
         .items

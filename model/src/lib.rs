@@ -7,7 +7,8 @@
 //! - [`identity`]: how the many spellings of a number or address become one key;
 //! - [`policy`]: the rules both sides apply to policies (mode, keep code, retention, claims);
 //! - [`config`]: the recorder's configuration file, rendered by the operator;
-//! - [`store`]: the one way a store URL becomes an object store.
+//! - [`store`]: the one way a store URL becomes an object store;
+//! - [`logging`]: how every opname process logs (plain or JSON lines).
 //!
 //! It depends on no other workspace crate, on no Kubernetes client and on no codec.
 
@@ -15,6 +16,7 @@ pub mod audit;
 pub mod config;
 pub mod identity;
 pub mod layout;
+pub mod logging;
 pub mod policy;
 pub mod record;
 pub mod store;

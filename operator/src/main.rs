@@ -80,17 +80,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // JSON lines for a log pipeline or SIEM (the recordings service's audit lines included).
-    if std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    opname_model::logging::init();
     let result = match Cli::parse().command {
         Command::Crd { out } => write_crds(out),
         Command::Render {

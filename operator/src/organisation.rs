@@ -60,6 +60,20 @@ impl Organisation {
         })
     }
 
+    /// The organisation of namespace `ns`, read from the API server: the outer error is the
+    /// read's, the inner one the annotations'.
+    pub async fn of_namespace(
+        client: &kube::Client,
+        ns: &str,
+    ) -> Result<Result<Self, OrganisationError>, kube::Error> {
+        let namespace = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get(ns)
+            .await?;
+        Ok(Self::from_annotations(
+            namespace.metadata.annotations.as_ref(),
+        ))
+    }
+
     /// The zone's IANA name, as written into statuses and manifests.
     pub fn zone_name(&self) -> &str {
         self.time_zone.iana_name().unwrap_or("UTC")

@@ -40,7 +40,7 @@ pub struct Settings {
     pub image_pull_secrets: Vec<String>,
 }
 
-/// How opname's processes write their logs (`LOG_FORMAT`).
+/// How opname's processes write their logs (`opname_model::logging`).
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -48,6 +48,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for a log pipeline or SIEM (the audit lines included).
     Json,
+}
+
+impl LogFormat {
+    /// The variable that tells a pod's process to log this way (none for plain text).
+    pub fn env(self) -> Option<k8s_openapi::api::core::v1::EnvVar> {
+        (self == Self::Json).then(|| k8s_openapi::api::core::v1::EnvVar {
+            name: opname_model::logging::FORMAT_ENV.into(),
+            value: Some("json".into()),
+            ..Default::default()
+        })
+    }
 }
 
 /// The recordings service's trust: which tokens it accepts and which peers may name the client.

@@ -45,13 +45,6 @@ pub(crate) fn s3_bucket(url: &str) -> Option<String> {
         .map(|b| b.split('/').next().unwrap_or(b).to_string())
 }
 
-/// The region the bucket is addressed in (SigV4 signs for it).
-pub(crate) fn s3_region(store: &StoreSettings) -> String {
-    setting(store, "AWS_REGION")
-        .or_else(|| setting(store, "AWS_DEFAULT_REGION"))
-        .unwrap_or_else(|| "us-east-1".into())
-}
-
 /// An S3 client builder for `s3://` stores (`None` for others): the process environment as
 /// object_store reads it, then the settings' `env` on top (the chart's non-secret settings,
 /// which the operator does not have as environment variables), credentials left to the chain.
@@ -64,5 +57,5 @@ pub(crate) fn s3_builder(store: &StoreSettings) -> Option<AmazonS3Builder> {
             b = b.with_config(key, value);
         }
     }
-    Some(b.with_bucket_name(bucket).with_region(s3_region(store)))
+    Some(b.with_bucket_name(bucket))
 }

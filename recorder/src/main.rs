@@ -37,7 +37,7 @@ enum Command {
 fn main() -> ExitCode {
     // One TLS crypto provider for the whole process (object_store's HTTP client needs it).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    edge::process::init_logging();
+    opname_model::logging::init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { config, threads } => serve(config, threads),

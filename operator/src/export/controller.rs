@@ -14,9 +14,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, EnvVarSource, Namespace,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource, Volume,
-    VolumeMount,
+    ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SecretEnvSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
@@ -257,8 +256,8 @@ async fn apply(bex: &BulkExport, ctx: &Context) -> Result<Action, Error> {
                 .list(&ListParams::default())
                 .await?
                 .items;
-            let namespace = Api::<Namespace>::all(ctx.client.clone()).get(&ns).await?;
-            let checked = Organisation::from_annotations(namespace.metadata.annotations.as_ref())
+            let checked = Organisation::of_namespace(&ctx.client, &ns)
+                .await?
                 .map_err(|e| Refusal {
                     reason: "InvalidTimeZone",
                     message: e.to_string(),

@@ -38,13 +38,23 @@ fn first_day(month: &str) -> Result<Date, ExportError> {
     Date::new(y, m, 1).map_err(|_| bad())
 }
 
+/// `YYYY-MM` of the month `day` is in.
+pub fn name(day: Date) -> String {
+    format!("{:04}-{:02}", day.year(), day.month())
+}
+
+/// Local midnight at the start of `day` in `tz` (the instant a month begins there).
+pub fn local_midnight(day: Date, tz: &TimeZone) -> Option<Timestamp> {
+    day.to_zoned(tz.clone()).ok().map(|z| z.timestamp())
+}
+
 /// The month `YYYY-MM` in `tz` (DST-correct: local midnight to local midnight).
 pub fn month(month: &str, tz: &TimeZone) -> Result<Month, ExportError> {
     let bad = || ExportError::Month(month.to_string());
     let first = first_day(month)?;
     let next = first.checked_add(1.month()).map_err(|_| bad())?;
-    let from = first.to_zoned(tz.clone()).map_err(|_| bad())?.timestamp();
-    let to = next.to_zoned(tz.clone()).map_err(|_| bad())?.timestamp();
+    let from = local_midnight(first, tz).ok_or_else(bad)?;
+    let to = local_midnight(next, tz).ok_or_else(bad)?;
     let mut periods = Vec::new();
     let last = to
         .checked_sub(jiff::SignedDuration::from_nanos(1))

@@ -14,6 +14,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::{
     BulkExport, BulkExportSpec, ExportPhase, ScheduledBulkExport, ScheduledBulkExportStatus,
 };
+use crate::export::month::{local_midnight, name as month_name};
 
 /// Label on each BulkExport a schedule made: the schedule's name.
 pub const LABEL_SCHEDULE: &str = "opname.dev/schedule";
@@ -37,25 +38,19 @@ pub struct SchedulePlan {
     pub requeue: Duration,
 }
 
-/// `YYYY-MM` of a civil date's month.
-fn name_of(d: Date) -> String {
-    format!("{:04}-{:02}", d.year(), d.month())
-}
-
-/// The first instant of the local month `first` (its first day) plus `delay`.
+/// The local start of the month `first` begins, plus `delay`.
 fn start(
     first: Date,
     tz: &TimeZone,
     delay: Duration,
     now: Timestamp,
 ) -> Result<Timestamp, ScheduleError> {
-    let local = first
-        .to_zoned(tz.clone())
-        .map_err(|_| ScheduleError::Time(now))?
-        .timestamp();
-    local
-        .checked_add(jiff::SignedDuration::try_from(delay).unwrap_or_default())
-        .map_err(|_| ScheduleError::Time(now))
+    local_midnight(first, tz)
+        .and_then(|t| {
+            t.checked_add(jiff::SignedDuration::try_from(delay).ok()?)
+                .ok()
+        })
+        .ok_or(ScheduleError::Time(now))
 }
 
 /// The plan for `schedule` at `now`, given the exports labelled as its own.
@@ -66,6 +61,7 @@ pub fn plan(
     now: Timestamp,
 ) -> Result<SchedulePlan, ScheduleError> {
     let spec = &schedule.spec;
+    let keep = spec.keep.max(1);
     let delay = Duration::from_secs(u64::from(spec.delay_minutes) * 60);
     let bad = || ScheduleError::Time(now);
     let this_month = now.to_zoned(tz.clone()).date().first_of_month();
@@ -93,8 +89,8 @@ pub fn plan(
     let mut owed = Vec::new();
     if !spec.suspend {
         let mut m = due;
-        for _ in 0..spec.keep.max(1) {
-            let name = name_of(m);
+        for _ in 0..keep {
+            let name = month_name(m);
             if last_made.as_ref().is_some_and(|last| name <= *last) {
                 break;
             }
@@ -120,7 +116,7 @@ pub fn plan(
         names.insert(e.spec.month.clone(), e.name_any());
     }
     let newest_first: Vec<(String, String)> = names.into_iter().rev().collect();
-    let keep = spec.keep.max(1) as usize;
+    let keep = keep as usize;
     let delete = newest_first
         .iter()
         .skip(keep)

@@ -186,13 +186,7 @@ pub(super) fn children(
             },
         ),
     ];
-    if settings.log_format == crate::settings::LogFormat::Json {
-        env.push(EnvVar {
-            name: "LOG_FORMAT".into(),
-            value: Some("json".into()),
-            ..Default::default()
-        });
-    }
+    env.extend(settings.log_format.env());
     env.extend(settings.store.env.iter().map(|(k, v)| EnvVar {
         name: k.clone(),
         value: Some(v.clone()),

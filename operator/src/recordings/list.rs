@@ -149,20 +149,18 @@ pub(super) async fn list(
 /// zone that is not an IANA name, or that cannot be read, shows UTC in English: the page
 /// labels every time with its zone, so nothing is shown as local that is not.
 async fn organisation(svc: &Service, ns: &str) -> crate::organisation::Organisation {
-    let read = Api::<k8s_openapi::api::core::v1::Namespace>::all(svc.client.clone())
-        .get(ns)
-        .await;
-    let annotations = match &read {
-        Ok(n) => n.metadata.annotations.as_ref(),
+    use crate::organisation::Organisation;
+    match Organisation::of_namespace(&svc.client, ns).await {
+        Ok(Ok(organisation)) => organisation,
+        Ok(Err(e)) => {
+            tracing::warn!(namespace = ns, error = %e, "the page shows UTC");
+            Organisation::default()
+        }
         Err(e) => {
             tracing::warn!(namespace = ns, error = %e, "cannot read the organisation's time zone");
-            None
+            Organisation::default()
         }
-    };
-    crate::organisation::Organisation::from_annotations(annotations).unwrap_or_else(|e| {
-        tracing::warn!(namespace = ns, error = %e, "the page shows UTC");
-        crate::organisation::Organisation::default()
-    })
+    }
 }
 
 pub(super) async fn one(

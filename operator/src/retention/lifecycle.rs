@@ -15,7 +15,6 @@ use object_store::path::Path;
 
 use crate::retention::rules::{self, Configuration};
 use crate::settings::StoreSettings;
-use crate::store::setting;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -47,13 +46,12 @@ impl Bucket {
         let Some(builder) = crate::store::s3_builder(store) else {
             return Ok(None);
         };
-        let region = crate::store::s3_region(store);
-        let endpoint = setting(store, "AWS_ENDPOINT")
-            .or_else(|| setting(store, "AWS_ENDPOINT_URL"))
+        // Where and for which region the client was configured, as object_store read it.
+        let config = |key| builder.get_config_value(&key);
+        let region = config(AmazonS3ConfigKey::Region).unwrap_or_else(|| "us-east-1".into());
+        let endpoint = config(AmazonS3ConfigKey::Endpoint)
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-        let bucket = builder
-            .get_config_value(&AmazonS3ConfigKey::Bucket)
-            .unwrap_or_default();
+        let bucket = config(AmazonS3ConfigKey::Bucket).unwrap_or_default();
         Ok(Some(Self {
             http: reqwest::Client::new(),
             url: format!("{}/{bucket}", endpoint.trim_end_matches('/')),

@@ -81,13 +81,7 @@ pub fn job(ns: &str, name: &str, settings: &Settings) -> Job {
                 }),
                 ..Default::default()
             })
-            .chain(
-                (settings.log_format == crate::settings::LogFormat::Json).then(|| EnvVar {
-                    name: "LOG_FORMAT".into(),
-                    value: Some("json".into()),
-                    ..Default::default()
-                }),
-            )
+            .chain(settings.log_format.env())
             .collect(),
         ),
         env_from: s.credentials_secret.as_ref().map(|secret| {

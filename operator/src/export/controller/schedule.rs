@@ -67,9 +67,7 @@ async fn reconcile_schedule(
     let name = schedule.name_any();
     let schedules = Api::<ScheduledBulkExport>::namespaced(ctx.client.clone(), &ns);
     let exports = Api::<BulkExport>::namespaced(ctx.client.clone(), &ns);
-    let namespace = Api::<Namespace>::all(ctx.client.clone()).get(&ns).await?;
-    let organisation = match Organisation::from_annotations(namespace.metadata.annotations.as_ref())
-    {
+    let organisation = match Organisation::of_namespace(&ctx.client, &ns).await? {
         Ok(o) => o,
         Err(e) => {
             // Counted in UTC it would export the wrong hours: say so, and look again later.
